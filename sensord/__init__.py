@@ -1,0 +1,3 @@
+"""sensord: neighbourhood IoT sensors to closed-loop work orders."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,6 @@
+"""``python -m sensord``."""
+
+from sensord.cli import main
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,132 @@
+"""TimescaleDB access: the connection pool and the batch writer.
+
+A batch goes in with one binary COPY into a per-connection staging table and
+one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so a message the broker
+redelivers is stored once, and the whole batch (readings and dead letters)
+commits in one transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import psycopg
+from psycopg import AsyncConnection, sql
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from sensord.config import DatabaseConfig
+from sensord.core.messages import DEAD_LETTER_COLUMNS, READING_COLUMNS, DeadLetter, Reading
+from sensord.errors import StorageRejected, StorageUnavailable
+
+# Binary COPY needs the PostgreSQL type of each column, in READING_COLUMNS order.
+_READING_TYPES: tuple[str, ...] = (
+    "timestamptz", "timestamptz", "text", "text", "int8",
+    "bool", "float4", "float4", "float4",
+    "bool", "float4", "float4",
+    "text", "text", "int2", "bool", "text",
+    "bool", "int4",
+    "int2", "text",
+    "jsonb",
+)  # fmt: skip
+_DEAD_LETTER_TYPES: tuple[str, ...] = ("timestamptz", "text", "bytea", "text", "text", "text")
+
+_STAGE = "readings_stage"
+_CREATE_STAGE = sql.SQL(
+    "CREATE TEMP TABLE IF NOT EXISTS {} (LIKE readings) ON COMMIT DELETE ROWS"
+).format(sql.Identifier(_STAGE))
+_COPY_STAGE = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.Identifier(_STAGE), sql.SQL(", ").join(map(sql.Identifier, READING_COLUMNS))
+)
+_INSERT_FROM_STAGE = sql.SQL(
+    "INSERT INTO readings ({cols}) SELECT {cols} FROM {stage} ON CONFLICT DO NOTHING"
+).format(
+    cols=sql.SQL(", ").join(map(sql.Identifier, READING_COLUMNS)), stage=sql.Identifier(_STAGE)
+)
+_COPY_DEAD = sql.SQL("COPY dead_letters ({}) FROM STDIN (FORMAT BINARY)").format(
+    sql.SQL(", ").join(map(sql.Identifier, DEAD_LETTER_COLUMNS))
+)
+
+assert len(_READING_TYPES) == len(READING_COLUMNS)
+assert len(_DEAD_LETTER_TYPES) == len(DEAD_LETTER_COLUMNS)
+
+
+def conninfo(config: DatabaseConfig, application: str = "sensord") -> str:
+    """The libpq connection string, with the password from config if set apart."""
+    extra: dict[str, str | int] = {
+        "application_name": application,
+        "connect_timeout": max(1, round(config.connect_timeout_s)),
+    }
+    password = config.password.get_secret_value()
+    if password:
+        extra["password"] = password
+    return psycopg.conninfo.make_conninfo(config.dsn, **extra)
+
+
+async def _prepare_connection(conn: AsyncConnection) -> None:
+    await conn.set_autocommit(True)
+    await conn.execute(_CREATE_STAGE)
+    await conn.set_autocommit(False)
+
+
+def make_pool(config: DatabaseConfig, name: str = "sensord") -> AsyncConnectionPool:
+    """A pool (not yet open) whose connections carry the staging table."""
+    return AsyncConnectionPool(
+        conninfo(config),
+        min_size=config.pool_min,
+        max_size=config.pool_max,
+        open=False,
+        configure=_prepare_connection,
+        timeout=config.connect_timeout_s,
+        name=name,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """What one committed batch did."""
+
+    stored: int
+    duplicates: int
+    dead_letters: int
+
+
+class ReadingStore:
+    """Writes batches of readings and dead letters, one transaction per batch."""
+
+    def __init__(self, pool: AsyncConnectionPool) -> None:
+        self._pool = pool
+
+    async def write(
+        self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
+    ) -> WriteResult:
+        """Commit the batch; raise StorageUnavailable (retry) or StorageRejected (split)."""
+        try:
+            async with self._pool.connection() as conn, conn.transaction():
+                stored = await self._insert_readings(conn, readings) if readings else 0
+                if dead_letters:
+                    await self._insert_dead_letters(conn, dead_letters)
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StorageUnavailable(str(exc).strip() or type(exc).__name__) from exc
+        except (psycopg.DataError, psycopg.IntegrityError) as exc:
+            raise StorageRejected(str(exc).strip()) from exc
+        return WriteResult(stored, len(readings) - stored, len(dead_letters))
+
+    @staticmethod
+    async def _insert_readings(conn: AsyncConnection, readings: Sequence[Reading]) -> int:
+        async with conn.cursor() as cur:
+            async with cur.copy(_COPY_STAGE) as copy:
+                copy.set_types(_READING_TYPES)
+                for row in readings:
+                    await copy.write_row(row)
+            await cur.execute(_INSERT_FROM_STAGE)
+            return cur.rowcount
+
+    @staticmethod
+    async def _insert_dead_letters(
+        conn: AsyncConnection, dead_letters: Sequence[DeadLetter]
+    ) -> None:
+        async with conn.cursor() as cur, cur.copy(_COPY_DEAD) as copy:
+            copy.set_types(_DEAD_LETTER_TYPES)
+            for row in dead_letters:
+                await copy.write_row(row)

@@ -1,0 +1,136 @@
+"""Every Prometheus metric sensord exports, declared in one place.
+
+The registry is injected so each test gets a fresh one. Names follow the
+Prometheus conventions: ``sensord_`` prefix, base units, ``_total`` counters,
+and no per-device labels (the fleet is thousands of devices).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client.process_collector import ProcessCollector
+
+from sensord import __version__
+from sensord.core.messages import DEAD_LETTER_REASONS
+
+_BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
+_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+_LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+
+
+class Metrics:
+    """The metric objects, bound to one registry."""
+
+    def __init__(self, registry: CollectorRegistry, *, process: bool = True) -> None:
+        self.registry = registry
+        if process:
+            ProcessCollector(registry=registry)
+        info = Info("sensord_build", "Version of the running sensord.", registry=registry)
+        info.info({"version": __version__})
+
+        # Ingest. Identity (tested): received = stored + duplicates + dead_letters + in_flight.
+        self.received = Counter(
+            "sensord_ingest_received_messages",
+            "Messages taken into the ingest pipeline.",
+            registry=registry,
+        )
+        self.stored = Counter(
+            "sensord_ingest_stored_readings",
+            "Readings committed to the database.",
+            registry=registry,
+        )
+        self.duplicates = Counter(
+            "sensord_ingest_duplicate_readings",
+            "Readings already stored (broker redelivery); dropped by the unique key.",
+            registry=registry,
+        )
+        self.dead_letters = Counter(
+            "sensord_ingest_dead_letters",
+            "Messages committed to the dead-letter table, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in (*DEAD_LETTER_REASONS, "storage_rejected"):
+            self.dead_letters.labels(reason)
+        self.refused = Counter(
+            "sensord_ingest_refused_messages",
+            "Messages left unacknowledged for the broker to redeliver, by reason.",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("capacity", "shutdown"):
+            self.refused.labels(reason)
+        self.in_flight = Gauge(
+            "sensord_ingest_in_flight_messages",
+            "Messages received and not yet committed and acknowledged.",
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "sensord_ingest_batch_messages",
+            "Messages per committed batch.",
+            buckets=_BATCH_BUCKETS,
+            registry=registry,
+        )
+        self.commit_seconds = Histogram(
+            "sensord_ingest_commit_duration_seconds",
+            "Time to write and commit one batch.",
+            buckets=_LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.lag_seconds = Histogram(
+            "sensord_ingest_lag_seconds",
+            "Device timestamp to commit, oldest reading of each batch.",
+            buckets=_LAG_BUCKETS,
+            registry=registry,
+        )
+        self.write_retries = Counter(
+            "sensord_ingest_write_retries",
+            "Batch writes retried after a transient database error.",
+            registry=registry,
+        )
+
+        # Database and broker.
+        self.database_errors = Counter(
+            "sensord_database_errors",
+            "Database operations that failed, by operation.",
+            ["operation"],
+            registry=registry,
+        )
+        self.mqtt_connected = Gauge(
+            "sensord_mqtt_connected", "1 while the broker session is up.", registry=registry
+        )
+        self.mqtt_connects = Counter(
+            "sensord_mqtt_connects", "Broker sessions established.", registry=registry
+        )
+        self.mqtt_disconnects = Counter(
+            "sensord_mqtt_disconnects", "Broker sessions lost or closed.", registry=registry
+        )
+
+        # Device directory (the registry snapshot).
+        self.registry_devices = Gauge(
+            "sensord_registry_devices", "Devices in the in-memory directory.", registry=registry
+        )
+        self.registry_reloads = Counter(
+            "sensord_registry_reloads",
+            "Reloads of the in-memory directory, by result.",
+            ["result"],
+            registry=registry,
+        )
+
+        # Retention.
+        self.retention_runs = Counter(
+            "sensord_retention_runs",
+            "Retention job runs, by result.",
+            ["result"],
+            registry=registry,
+        )
+        self.retention_chunks_dropped = Counter(
+            "sensord_retention_chunks_dropped",
+            "Hypertable chunks dropped by retention.",
+            registry=registry,
+        )
+        self.retention_dead_letters_deleted = Counter(
+            "sensord_retention_dead_letters_deleted",
+            "Dead letters deleted by retention.",
+            registry=registry,
+        )

@@ -1,0 +1,188 @@
+"""The broker session: MQTT v5, persistent, QoS 1, PUBACK only after commit.
+
+gmqtt with ``optimistic_acknowledgement=False`` runs each PUBLISH's
+``on_message`` coroutine as a task and sends PUBACK with its return value
+when the coroutine returns; if it raises, no PUBACK is sent and the broker
+redelivers the message in this session after a reconnect. The handler given
+to :class:`MqttConsumer` returns only after the message's batch committed,
+which makes commit-before-ack the adapter's only mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import gmqtt
+
+from sensord.adapters.metrics import Metrics
+from sensord.config import MqttConfig
+from sensord.core.backoff import Backoff
+from sensord.core.topics import reading_subscription
+from sensord.errors import SensordError
+
+log = logging.getLogger("sensord.mqtt")
+
+Handler = Callable[[str, bytes], Awaitable[None]]
+_PUBACK_SUCCESS = 0
+
+
+class NotAcknowledged(SensordError):
+    """Raised out of on_message so that gmqtt sends no PUBACK for the message."""
+
+
+class _BackoffClient(gmqtt.Client):  # type: ignore[misc]
+    """gmqtt's own reconnect loop, with exponential backoff instead of a fixed delay."""
+
+    def __init__(self, backoff: Backoff, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.backoff = backoff
+        self.failed_attempts = 0
+
+    async def reconnect(self, delay: bool = False) -> None:
+        self.failed_attempts += 1
+        self.reconnect_delay = self.backoff.delay(self.failed_attempts, random.random)
+        await super().reconnect(delay=delay)
+
+
+def subscription_topic(config: MqttConfig) -> str:
+    """The reading subscription, inside the shared group when one is configured."""
+    topic = reading_subscription(config.topic_prefix)
+    return f"$share/{config.shared_group}/{topic}" if config.shared_group else topic
+
+
+class MqttConsumer:
+    """Owns the broker session and feeds every reading to ``handler``."""
+
+    def __init__(self, config: MqttConfig, handler: Handler, metrics: Metrics) -> None:
+        self._config = config
+        self._handler = handler
+        self._metrics = metrics
+        self._subscribed = asyncio.Event()
+        self._handling = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._client = _BackoffClient(
+            Backoff(config.reconnect_initial_s, config.reconnect_max_s),
+            config.client_id,
+            clean_session=False,
+            optimistic_acknowledgement=False,
+            session_expiry_interval=config.session_expiry_s,
+            receive_maximum=config.receive_maximum,
+            logger=logging.getLogger("sensord.mqtt.gmqtt"),
+        )
+        self._client.set_config({"reconnect_retries": -1})  # forever; the backoff paces it
+        self._client.on_connect = self._on_connect
+        self._client.on_disconnect = self._on_disconnect
+        self._client.on_subscribe = self._on_subscribe
+        self._client.on_message = self._on_message
+        if config.username:
+            self._client.set_auth_credentials(
+                config.username, config.password.get_secret_value() or None
+            )
+
+    @property
+    def connected(self) -> bool:
+        """Whether the session is up and subscribed."""
+        return bool(self._client.is_connected) and self._subscribed.is_set()
+
+    async def start(self) -> None:
+        """Connect (retrying with backoff) and wait until subscribed."""
+        attempt = 0
+        while True:
+            try:
+                await self._client.connect(
+                    self._config.host, self._config.port, keepalive=self._config.keepalive_s
+                )
+                break
+            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+                attempt += 1
+                delay = self._client.backoff.delay(attempt, random.random)
+                log.warning(
+                    "broker unreachable",
+                    extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+        await self._subscribed.wait()
+
+    async def stop(self) -> None:
+        """Close the session normally; the broker keeps it (and unacked messages) for us."""
+        self._client.stop_reconnect()
+        if self._client.is_connected:
+            await self._client.disconnect()
+        self._metrics.mqtt_connected.set(0)
+
+    def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
+        client.failed_attempts = 0
+        self._metrics.mqtt_connects.inc()
+        topic = subscription_topic(self._config)
+        # Subscribing again on a resumed session is harmless and repairs a
+        # session the broker lost (restart without persistence, expiry).
+        client.subscribe(topic, qos=1)
+        log.info(
+            "broker session up",
+            extra={"session_present": bool(session_present), "subscription": topic},
+        )
+
+    def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, props: Any) -> None:
+        granted = list(qos) if isinstance(qos, list | tuple) else [qos]
+        if any(code >= 0x80 for code in granted):
+            log.error("subscription refused by the broker", extra={"granted": granted})
+            return
+        self._subscribed.set()
+        self._metrics.mqtt_connected.set(1)
+
+    def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+        self._subscribed.clear()
+        self._metrics.mqtt_connected.set(0)
+        self._metrics.mqtt_disconnects.inc()
+        log.warning("broker session down", extra={"error": str(exc) if exc else None})
+
+    async def _on_message(
+        self, client: gmqtt.Client, topic: str | bytes, payload: bytes, qos: int, props: Any
+    ) -> int:
+        if isinstance(topic, bytes):  # gmqtt hands over a topic that is not UTF-8 as bytes
+            topic = topic.decode("utf-8", "replace")
+        self._handling += 1
+        self._idle.clear()
+        try:
+            await self._handler(topic, payload)
+        except SensordError as exc:
+            raise NotAcknowledged(str(exc)) from exc
+        finally:
+            self._handling -= 1
+            if not self._handling:
+                self._idle.set()
+        return _PUBACK_SUCCESS
+
+    async def settled(self, timeout_s: float) -> bool:
+        """Wait until no message handler is running (their PUBACKs are queued); False on timeout."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout_s)
+        except TimeoutError:
+            return False
+        # The PUBACK goes out from the handler task's done-callback, one loop turn later.
+        await asyncio.sleep(0)
+        return True
+
+
+def quiet_unacknowledged(loop: asyncio.AbstractEventLoop) -> None:
+    """Keep the loop's error log for real errors.
+
+    A message deliberately left unacknowledged ends gmqtt's PUBACK callback
+    with NotAcknowledged; that is the designed path, counted elsewhere.
+    """
+    default = loop.get_exception_handler()
+
+    def handler(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        if isinstance(context.get("exception"), NotAcknowledged):
+            return
+        if default is not None:
+            default(loop, context)
+        else:
+            loop.default_exception_handler(context)
+
+    loop.set_exception_handler(handler)

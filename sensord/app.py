@@ -1,0 +1,284 @@
+"""Composition root: builds every adapter and service, runs them, stops them in order.
+
+Start: metrics endpoint -> database (waits for it) -> schema check -> device
+directory -> writers -> broker session -> READY=1.
+Stop (SIGTERM/SIGINT; a second signal forces): STOPPING=1 -> refuse new
+messages -> writers flush what is buffered -> handlers send their PUBACKs ->
+DISCONNECT (the broker keeps the session) -> close the pool.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+import os
+import random
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from wsgiref.simple_server import WSGIServer
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import CollectorRegistry, start_http_server
+from psycopg_pool import AsyncConnectionPool
+
+from sensord import __version__
+from sensord.adapters import migrations
+from sensord.adapters.database import ReadingStore, conninfo, make_pool
+from sensord.adapters.directory import DeviceDirectory
+from sensord.adapters.metrics import Metrics
+from sensord.adapters.mqtt import MqttConsumer, quiet_unacknowledged
+from sensord.adapters.systemd import Notifier
+from sensord.clock import Clock, SystemClock
+from sensord.config import Settings
+from sensord.core.backoff import Backoff
+from sensord.core.batching import Batcher, BatchPolicy
+from sensord.core.messages import DecodeLimits, decode
+from sensord.services.ingest import IngestBuffer, Item
+from sensord.services.retention import run_retention
+from sensord.services.writer import Writer
+
+log = logging.getLogger("sensord.app")
+
+EXIT_OK = 0
+EXIT_FATAL = 1
+EXIT_SCHEMA = 2
+
+
+@dataclass
+class Daemon:
+    """The running pieces, exposed for tests and the metrics endpoint."""
+
+    settings: Settings
+    metrics: Metrics
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: asyncio.Event = field(default_factory=asyncio.Event)
+    metrics_port: int | None = None
+
+
+async def run(
+    settings: Settings,
+    *,
+    registry: CollectorRegistry | None = None,
+    clock: Clock | None = None,
+    on_start: Callable[[Daemon], None] | None = None,
+    install_signals: bool = True,
+) -> int:
+    """Run the daemon until stopped; return the process exit code."""
+    daemon = Daemon(settings, Metrics(registry or CollectorRegistry()))
+    if on_start is not None:
+        on_start(daemon)
+    loop = asyncio.get_running_loop()
+    quiet_unacknowledged(loop)
+    notifier = Notifier()
+    if install_signals:
+        _install_signals(loop, daemon.stop)
+    server = _serve_metrics(daemon)
+    pool = make_pool(settings.database)
+    code = EXIT_FATAL
+    try:
+        code = await _run(daemon, pool, notifier, clock or SystemClock())
+    except* Exception as group:
+        for exc in group.exceptions:
+            log.critical("fatal error, exiting", exc_info=exc)
+    finally:
+        await pool.close()
+        if server is not None:
+            server.shutdown()
+    return code
+
+
+async def _run(daemon: Daemon, pool: AsyncConnectionPool, notifier: Notifier, clock: Clock) -> int:
+    settings, metrics = daemon.settings, daemon.metrics
+    ingest = settings.ingest
+    retry = Backoff(ingest.retry_initial_s, ingest.retry_max_s)
+    notifier.send(f"STATUS=waiting for the database at {settings.database.dsn.split('@')[-1]}")
+    await pool.open(wait=False)
+    if not await _wait_for_database(pool, retry, daemon.stop):
+        return EXIT_OK
+    missing = await asyncio.to_thread(
+        migrations.pending,
+        conninfo(settings.database, "sensord-migrate"),
+        _migrations_dir(settings),
+    )
+    if missing:
+        log.critical(
+            "database schema is behind; run `sensord migrate` first",
+            extra={"pending": [f"{m.version:04d}_{m.name}" for m in missing]},
+        )
+        return EXIT_SCHEMA
+
+    directory = DeviceDirectory(pool, metrics)
+    await directory.load()
+    limits = DecodeLimits(
+        ingest.max_payload_bytes,
+        timedelta(seconds=ingest.max_future_s),
+        timedelta(days=ingest.max_past_days),
+    )
+    batcher: Batcher[Item] = Batcher(
+        BatchPolicy(ingest.batch_max_items, ingest.batch_max_age_ms / 1000, ingest.capacity)
+    )
+    buffer = IngestBuffer(
+        batcher,
+        functools.partial(decode, limits=limits, prefix=settings.mqtt.topic_prefix),
+        directory.snapshot,
+        clock,
+        metrics,
+    )
+    store = ReadingStore(pool)
+    writers = [
+        Writer(f"writer-{n}", buffer, store, retry, clock, metrics) for n in range(ingest.writers)
+    ]
+    consumer = MqttConsumer(settings.mqtt, buffer.handle, metrics)
+    scheduler = AsyncIOScheduler()
+    scheduler.add_job(
+        run_retention,
+        "interval",
+        args=(pool, settings.retention, metrics),
+        seconds=settings.retention.interval_s,
+        id="retention",
+        max_instances=1,
+        coalesce=True,
+    )
+
+    async with asyncio.TaskGroup() as group:
+        writing = [group.create_task(w.run(), name=f"sensord.{w.name}") for w in writers]
+        background = [
+            group.create_task(
+                directory.follow(
+                    conninfo(settings.database, "sensord-directory"),
+                    ingest.registry_refresh_s,
+                    retry,
+                ),
+                name="sensord.directory",
+            )
+        ]
+        starting = group.create_task(consumer.start(), name="sensord.mqtt")
+        stopping = asyncio.ensure_future(daemon.stop.wait())
+        await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            scheduler.start()
+            notifier.send("READY=1", f"STATUS=ingesting; {len(directory.snapshot())} devices")
+            daemon.ready.set()
+            log.info(
+                "sensord started",
+                extra={"version": __version__, "devices": len(directory.snapshot())},
+            )
+            if notifier.watchdog_interval_s():
+                background.append(
+                    group.create_task(
+                        _watchdog(notifier, writers, consumer, clock, settings.shutdown.timeout_s),
+                        name="sensord.watchdog",
+                    )
+                )
+        await stopping
+        notifier.send("STOPPING=1", "STATUS=flushing and acknowledging")
+        log.info("stopping: flushing buffered messages", extra={"pending": buffer.pending})
+        starting.cancel()
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+        clean = await _drain(buffer, writing, consumer, settings.shutdown.timeout_s)
+        await consumer.stop()
+        for task in background:
+            task.cancel()
+    log.info("sensord stopped", extra={"clean": clean})
+    return EXIT_OK
+
+
+async def _drain(
+    buffer: IngestBuffer,
+    writing: list[asyncio.Task[None]],
+    consumer: MqttConsumer,
+    timeout_s: float,
+) -> bool:
+    """Flush and acknowledge what is buffered; what cannot be, stays unacked for redelivery."""
+    buffer.stop_accepting()
+    _, late = await asyncio.wait(writing, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*late, return_exceptions=True)
+    left = buffer.abandon("stopped before the database accepted the batch")
+    await consumer.settled(timeout_s=2.0)
+    if late or left:
+        log.warning(
+            "stopped with messages unacknowledged; the broker redelivers them next session",
+            extra={"unacknowledged": left},
+        )
+    return not late and not left
+
+
+async def _wait_for_database(
+    pool: AsyncConnectionPool, backoff: Backoff, stop: asyncio.Event
+) -> bool:
+    attempt = 0
+    while not stop.is_set():
+        try:
+            async with pool.connection() as conn:
+                await conn.execute("SELECT 1")
+            return True
+        except Exception as exc:  # any failure here means "not yet"; it is logged
+            attempt += 1
+            delay = backoff.delay(attempt, random.random)
+            log.warning(
+                "database not reachable yet",
+                extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc)},
+            )
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+    return False
+
+
+async def _watchdog(
+    notifier: Notifier,
+    writers: list[Writer],
+    consumer: MqttConsumer,
+    clock: Clock,
+    stuck_after_s: float,
+) -> None:
+    """Ping systemd only while the loops are healthy: a wedged writer stops the pings."""
+    interval = notifier.watchdog_interval_s() or 10.0
+    while True:
+        now = clock.monotonic()
+        wedged = [
+            w.name
+            for w in writers
+            if w.busy_since is not None and now - w.busy_since > stuck_after_s
+        ]
+        if wedged:
+            log.error("writer wedged; withholding the watchdog ping", extra={"writers": wedged})
+        else:
+            notifier.send("WATCHDOG=1")
+        await asyncio.sleep(interval)
+
+
+def _serve_metrics(daemon: Daemon) -> WSGIServer | None:
+    config = daemon.settings.metrics
+    if not config.enabled:
+        return None
+    server, _thread = start_http_server(config.port, config.host, registry=daemon.metrics.registry)
+    daemon.metrics_port = server.server_port
+    log.info("metrics endpoint up", extra={"address": f"{config.host}:{server.server_port}"})
+    return server
+
+
+def _migrations_dir(settings: Settings) -> Path:
+    configured = settings.database.migrations_dir
+    return Path(configured) if configured else migrations.default_directory()
+
+
+def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:
+    def on_stop(signum: int) -> None:
+        if stop.is_set():
+            # Unflushed messages are unacknowledged, so the broker still has them.
+            log.error("second signal: exiting without flushing")
+            os._exit(EXIT_FATAL)
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_stop, signum)

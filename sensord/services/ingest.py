@@ -1,0 +1,135 @@
+"""The ingest buffer: MQTT handlers put messages in, writers take batches out.
+
+A handler returns only once the batch holding its message has committed, so
+the MQTT adapter sends PUBACK strictly after commit. The buffer is bounded by
+the batcher's capacity, which is at least the broker's in-flight window
+(Receive Maximum): the window is the backpressure, and a message beyond the
+bound is refused unacknowledged and counted, never dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import NamedTuple
+
+from sensord.adapters.metrics import Metrics
+from sensord.clock import Clock
+from sensord.core.batching import Batch, Batcher
+from sensord.core.messages import DeadLetter, DeviceInfo, Reading
+from sensord.errors import CapacityError, PayloadError, ShutdownError
+
+log = logging.getLogger("sensord.ingest")
+
+
+class Item(NamedTuple):
+    """A message in the buffer: what it decoded to, and its raw form for a late refusal."""
+
+    topic: str
+    payload: bytes
+    decoded: Reading | DeadLetter
+
+
+Decode = Callable[[str, bytes, datetime, Mapping[str, DeviceInfo]], Reading]
+
+
+class IngestBuffer:
+    """Bounded hand-over between the MQTT handlers and the writers."""
+
+    def __init__(
+        self,
+        batcher: Batcher[Item],
+        decode: Decode,
+        devices: Callable[[], Mapping[str, DeviceInfo]],
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._batcher = batcher
+        self._decode = decode
+        self._devices = devices
+        self._clock = clock
+        self._metrics = metrics
+        self._commits: dict[int, asyncio.Future[None]] = {}
+        self._wake = asyncio.Event()
+        self._accepting = True
+
+    async def handle(self, topic: str, payload: bytes) -> None:
+        """Take one message; return once it is committed (reading or dead letter).
+
+        Raises CapacityError or ShutdownError when the message was not taken:
+        the caller must then not acknowledge it.
+        """
+        if not self._accepting:
+            self._metrics.refused.labels("shutdown").inc()
+            raise ShutdownError("not accepting messages: shutting down")
+        received_at = self._clock.now()
+        decoded: Reading | DeadLetter
+        try:
+            decoded = self._decode(topic, payload, received_at, self._devices())
+        except PayloadError as exc:
+            decoded = DeadLetter(received_at, topic, payload, exc.reason, exc.detail, exc.device_id)
+        try:
+            batch = self._batcher.add(Item(topic, payload, decoded), self._clock.monotonic())
+        except CapacityError:
+            self._metrics.refused.labels("capacity").inc()
+            raise
+        self._metrics.received.inc()
+        self._metrics.in_flight.inc()
+        committed = self._commits.get(batch.number)
+        if committed is None:
+            committed = self._commits[batch.number] = asyncio.get_running_loop().create_future()
+            self._wake.set()  # a writer may be idle, waiting for a first item
+        elif len(batch.items) >= self._batcher.policy.max_items:
+            self._wake.set()
+        await asyncio.shield(committed)
+
+    async def next_batch(self) -> Batch[Item] | None:
+        """Wait until a batch is due and cut it; None once stopped and empty."""
+        while True:
+            now = self._clock.monotonic()
+            if self._batcher.due(now) or (not self._accepting and self._batcher.open_batch):
+                return self._batcher.take()
+            if not self._accepting:
+                return None
+            wait = self._batcher.seconds_until_due(now)
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), wait)
+
+    def settle(self, batch: Batch[Item], error: BaseException | None = None) -> None:
+        """Release the batch's handlers: acknowledged if ``error`` is None, else left unacked."""
+        self._batcher.release(batch)
+        self._metrics.in_flight.dec(len(batch.items))
+        committed = self._commits.pop(batch.number)
+        if error is None:
+            committed.set_result(None)
+        else:
+            committed.set_exception(error)
+            committed.exception()  # retrieved here; each handler re-raises its own copy
+
+    def stop_accepting(self) -> None:
+        """Refuse new messages from now on and cut what is open for a final flush."""
+        self._accepting = False
+        self._wake.set()
+
+    def abandon(self, reason: str) -> int:
+        """Fail every handler still waiting (nothing was committed for them); return how many."""
+        error = ShutdownError(reason)
+        count = 0
+        while (batch := self._batcher.take()) is not None:
+            count += len(batch.items)
+            self.settle(batch, error)
+        for number, committed in list(self._commits.items()):
+            if not committed.done():
+                committed.set_exception(error)
+                committed.exception()
+            del self._commits[number]
+        return count
+
+    @property
+    def pending(self) -> int:
+        """Messages taken and not yet settled."""
+        return self._batcher.pending

@@ -1,0 +1,149 @@
+"""Writer loops: take due batches from the ingest buffer, commit them, release their acks.
+
+A transient database failure is retried with backoff, indefinitely: while it
+lasts nothing is acknowledged, the buffer fills up to the broker's in-flight
+window and the broker holds the rest in the session. A batch the database
+refuses as data is split row by row so that one bad row costs one dead letter
+(with its raw bytes), not the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+
+from sensord.adapters.database import ReadingStore, WriteResult
+from sensord.adapters.metrics import Metrics
+from sensord.clock import Clock
+from sensord.core.backoff import Backoff
+from sensord.core.batching import Batch
+from sensord.core.messages import DeadLetter, Reading
+from sensord.errors import SensordError, ShutdownError, StorageRejected, StorageUnavailable
+from sensord.services.ingest import IngestBuffer, Item
+
+log = logging.getLogger("sensord.writer")
+
+
+class Writer:
+    """One writer loop; several may share a buffer and a store."""
+
+    def __init__(
+        self,
+        name: str,
+        buffer: IngestBuffer,
+        store: ReadingStore,
+        backoff: Backoff,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self.name = name
+        self._buffer = buffer
+        self._store = store
+        self._backoff = backoff
+        self._clock = clock
+        self._metrics = metrics
+        self.busy_since: float | None = None
+
+    async def run(self) -> None:
+        """Write batches until the buffer is stopped and drained."""
+        while (batch := await self._buffer.next_batch()) is not None:
+            self.busy_since = self._clock.monotonic()
+            try:
+                await self._commit(batch)
+            except BaseException as exc:
+                # The batch's handlers must fail (no PUBACK), whatever stopped the write.
+                reason = exc if isinstance(exc, SensordError) else ShutdownError(repr(exc))
+                self._buffer.settle(batch, reason)
+                raise
+            finally:
+                self.busy_since = None
+            self._buffer.settle(batch)
+
+    async def _commit(self, batch: Batch[Item]) -> None:
+        readings = [item.decoded for item in batch.items if isinstance(item.decoded, Reading)]
+        dead = [item.decoded for item in batch.items if isinstance(item.decoded, DeadLetter)]
+        started = self._clock.monotonic()
+        try:
+            result = await self._write_retrying(readings, dead)
+        except StorageRejected as exc:
+            log.warning(
+                "batch refused by the database, writing row by row",
+                extra={"batch": batch.number, "error": str(exc)},
+            )
+            result, dead = await self._write_row_by_row(batch.items)
+        self._record(result, dead, len(batch.items), started, readings)
+
+    async def _write_retrying(
+        self, readings: Sequence[Reading], dead: Sequence[DeadLetter]
+    ) -> WriteResult:
+        attempt = 0
+        while True:
+            try:
+                return await self._store.write(readings, dead)
+            except StorageUnavailable as exc:
+                attempt += 1
+                delay = self._backoff.delay(attempt, random.random)
+                self._metrics.database_errors.labels("write").inc()
+                self._metrics.write_retries.inc()
+                log.warning(
+                    "database unavailable; batch stays unacknowledged",
+                    extra={
+                        "writer": self.name,
+                        "attempt": attempt,
+                        "retry_in_s": round(delay, 2),
+                        "error": str(exc),
+                    },
+                )
+                await asyncio.sleep(delay)
+
+    async def _write_row_by_row(
+        self, items: Sequence[Item]
+    ) -> tuple[WriteResult, list[DeadLetter]]:
+        stored = duplicates = 0
+        dead: list[DeadLetter] = []
+        for item in items:
+            decoded = item.decoded
+            if isinstance(decoded, DeadLetter):
+                dead.append(decoded)
+                continue
+            try:
+                one = await self._write_retrying([decoded], [])
+            except StorageRejected as exc:
+                dead.append(
+                    DeadLetter(
+                        decoded.received_at,
+                        item.topic,
+                        item.payload,
+                        "storage_rejected",
+                        str(exc),
+                        decoded.device_id,
+                    )
+                )
+                continue
+            stored += one.stored
+            duplicates += one.duplicates
+        if dead:
+            await self._write_retrying([], dead)
+        return WriteResult(stored, duplicates, len(dead)), dead
+
+    def _record(
+        self,
+        result: WriteResult,
+        dead: Sequence[DeadLetter],
+        size: int,
+        started: float,
+        readings: Sequence[Reading],
+    ) -> None:
+        metrics = self._metrics
+        metrics.commit_seconds.observe(self._clock.monotonic() - started)
+        metrics.batch_size.observe(size)
+        metrics.stored.inc(result.stored)
+        metrics.duplicates.inc(result.duplicates)
+        for reason, count in Counter(letter.reason for letter in dead).items():
+            metrics.dead_letters.labels(reason).inc(count)
+        if readings:
+            oldest = min(reading.ts for reading in readings)
+            metrics.lag_seconds.observe(max(0.0, (self._clock.now() - oldest).total_seconds()))

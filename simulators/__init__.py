@@ -1,0 +1,1 @@
+"""Sensor simulators for sensord: protocol-v1 payloads, publishers, scenarios."""

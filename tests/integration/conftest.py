@@ -1,0 +1,87 @@
+"""Fixtures on the real services; see tests/support/services.py."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sensord.adapters.migrations import default_directory, migrate
+from simulators.protocol import SimDevice
+from tests.support.services import Broker, Daemon, create_database, drop_database
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="session")
+def database_dsn() -> Iterator[str]:
+    try:
+        dsn = create_database()
+    except psycopg.OperationalError as exc:
+        pytest.fail(f"TimescaleDB on 127.0.0.1:5433 is not reachable; run scripts/services up ({exc})")
+    migrate(dsn, default_directory())
+    yield dsn
+    drop_database(dsn)
+
+
+@pytest.fixture
+def db(database_dsn: str) -> Iterator[psycopg.Connection]:
+    """A connection to the test database, emptied before each test."""
+    with psycopg.connect(database_dsn, autocommit=True) as conn:
+        conn.execute("TRUNCATE readings, dead_letters, devices")
+        yield conn
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Broker]:
+    broker = Broker(tmp_path / "broker")
+    broker.start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture
+def devices(db: psycopg.Connection) -> Callable[[int, str], list[SimDevice]]:
+    """Register ``n`` devices of one kind in street jd01; returns them."""
+
+    def register(n: int, kind: str = "smoke") -> list[SimDevice]:
+        prefix = {"smoke": "SMK", "ebike": "EB", "elevator": "EL", "fire_lane": "FL"}[kind]
+        made = [SimDevice(f"{prefix}-{uuid.uuid4().hex[:8]}", kind, "jd01") for _ in range(n)]
+        with db.cursor() as cur, cur.copy("COPY devices (device_id, kind, street) FROM STDIN") as copy:
+            for device in made:
+                copy.write_row((device.device_id, device.kind, device.street))
+        return made
+
+    return register
+
+
+@pytest.fixture
+def daemon(
+    tmp_path: Path, broker: Broker, database_dsn: str
+) -> Iterator[Callable[..., Daemon]]:
+    """Factory of daemons on the private broker and the test database; all stopped at the end."""
+    started: list[Daemon] = []
+
+    def make(**overrides: str) -> Daemon:
+        env = {
+            "SENSORD_DATABASE__DSN": database_dsn,
+            "SENSORD_MQTT__PORT": str(broker.port),
+            "SENSORD_MQTT__CLIENT_ID": f"sensord-test-{uuid.uuid4().hex[:8]}",
+            "SENSORD_INGEST__BATCH_MAX_AGE_MS": "50",
+            "SENSORD_INGEST__RETRY_MAX_S": "1",
+            "SENSORD_MQTT__RECONNECT_MAX_S": "1",
+            "SENSORD_LOG__FORMAT": "text",
+        }
+        env.update(overrides)
+        daemon = Daemon(env, tmp_path / f"daemon-{len(started)}.log")
+        started.append(daemon)
+        return daemon
+
+    yield make
+    for daemon in started:
+        if daemon.process and daemon.process.poll() is None:
+            daemon.process.kill()
+            daemon.process.wait(10)
