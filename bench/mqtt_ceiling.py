@@ -1173,7 +1173,7 @@ def probe_queue(port: int, out: Any = sys.stdout) -> None:
                   f"{seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}", file=out)
             changed = {k: (before.get(k), v) for k, v in after.items()
                        if before.get(k) != v and any(w in k for w in
-                       ("drop", "store", "messages", "publish"))}
+                       ("dropped", "messages/stored", "store/messages/count"))}
             for k, (b, a) in sorted(changed.items()):
                 print(f"    $SYS {k}: {b} -> {a}", file=out)
             drops = [ln for ln in broker_log(proc, port).splitlines() if "drop" in ln.lower()]
