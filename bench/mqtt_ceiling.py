@@ -1156,7 +1156,7 @@ def probe_queue(port: int, out: Any = sys.stdout) -> None:
             cid = "probe-queue"
             create_session(port, cid)
             before = _sys_snapshot(port)
-            _raw_pub(port, 5000)
+            pub = publish_detailed(HOST, port, 5000, window=1000, client_prefix="probe-pub")
             time.sleep(1.2)
             after = _sys_snapshot(port)
             c = RawClient(port, cid, clean_start=False, session_expiry=3600,
@@ -1170,7 +1170,8 @@ def probe_queue(port: int, out: Any = sys.stdout) -> None:
             c.disconnect()
             seqs = sorted(json.loads(p.payload)["seq"] * 1000 + int(p.topic[-6:]) for p in got)
             print(f"[{label}] received {len(got)} of 5000; reading indexes "
-                  f"{seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}", file=out)
+                  f"{seqs[0] if seqs else '-'}..{seqs[-1] if seqs else '-'}; publisher saw "
+                  f"{pub.errors} PUBACK errors", file=out)
             changed = {k: (before.get(k), v) for k, v in after.items()
                        if before.get(k) != v and any(w in k for w in
                        ("dropped", "messages/stored", "store/messages/count"))}
@@ -1179,6 +1180,33 @@ def probe_queue(port: int, out: Any = sys.stdout) -> None:
             drops = [ln for ln in broker_log(proc, port).splitlines() if "drop" in ln.lower()]
             print(f"    broker log lines mentioning 'drop': {len(drops)}"
                   + (f", e.g. {drops[0]!r}" if drops else ""), file=out, flush=True)
+
+
+def probe_queue_online(port: int, out: Any = sys.stdout) -> None:
+    """A connected subscriber that stops acking (e.g. DB stall): what beyond RM is kept?"""
+    print("\n== queue overflow while connected: RM=100 subscriber stops acking, 5000 published",
+          file=out)
+    for label, extra in [("max_queued_messages 1000 (default)", {"max_queued_messages": None}),
+                         ("max_queued_messages 0", {})]:
+        with broker(port, **extra) as proc:
+            cid = "probe-queue-online"
+            create_session(port, cid)
+            c = RawClient(port, cid, clean_start=False, session_expiry=3600,
+                          receive_maximum=100)
+            _raw_pub(port, 5000)
+            total = 0
+            while True:
+                got = [p for p in c.packets_until_quiet(1.0) if isinstance(p, InPublish)]
+                if not got:
+                    break
+                total += len(got)
+                for p in got:
+                    assert p.mid is not None
+                    c.puback(p.mid)
+            c.disconnect()
+            drops = [ln for ln in broker_log(proc, port).splitlines() if "drop" in ln.lower()]
+            print(f"[{label}] received {total} of 5000 after acking resumed; log: "
+                  f"{drops[:1]}", file=out, flush=True)
 
 
 def probe_shared(port: int, out: Any = sys.stdout) -> None:
@@ -1389,12 +1417,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--connections", type=int, default=1, help="publisher connections")
     ap.add_argument("--parse", action="store_true", help="json.loads each payload")
     ap.add_argument("--pub-compare", action="store_true", help="compare publisher variants")
-    ap.add_argument("--probe", choices=["inflight", "queue", "shared", "gmqtt", "all"])
+    ap.add_argument("--probe",
+                    choices=["inflight", "queue", "queue_online", "shared", "gmqtt", "all"])
     args = ap.parse_args(argv)
     if args.port == 1883:
         ap.error("1883 is the machine's broker")
     if args.probe:
-        probes = {"inflight": probe_inflight, "queue": probe_queue, "shared": probe_shared,
+        probes = {"inflight": probe_inflight, "queue": probe_queue,
+                  "queue_online": probe_queue_online, "shared": probe_shared,
                   "gmqtt": probe_gmqtt}
         for name, fn in probes.items():
             if args.probe in (name, "all"):

@@ -47,8 +47,10 @@ def main(args: argparse.Namespace) -> int:
         try:
             good = burst(fleet, args.readings, rng)
             bad = malformed(fleet, rng)
-            print(f"publishing {len(good)} readings and {len(bad)} malformed messages "
-                  f"to 127.0.0.1:{args.mqtt_port} ...")
+            print(
+                f"publishing {len(good)} readings and {len(bad)} malformed messages "
+                f"to 127.0.0.1:{args.mqtt_port} ..."
+            )
             started = time.monotonic()
             with Publisher(port=args.mqtt_port) as publisher:
                 publisher.publish(good + bad)
@@ -96,10 +98,21 @@ def malformed(fleet: list[SimDevice], rng: random.Random) -> list[tuple[str, byt
     return [
         (topic(smoke), b'{"ts": "2026-11-26T14:00:00+08:00", "seq": 1, "smoke": tru'),
         (topic(smoke), encode({"ts": ts, "seq": 1, "smoke": "yes"})),
-        (topic(SimDevice("SMK-UNREGISTERED", "smoke", "jd01")), encode({"ts": ts, "seq": 1, "smoke": False})),
+        (
+            topic(SimDevice("SMK-UNREGISTERED", "smoke", "jd01")),
+            encode({"ts": ts, "seq": 1, "smoke": False}),
+        ),
         (topic(fleet[-1], "smoke"), encode({"ts": ts, "seq": 1, "smoke": False})),
-        (topic(smoke), encode({"ts": (datetime.now(UTC) + timedelta(days=1)).isoformat(), "seq": 2,
-                               "smoke": False})),
+        (
+            topic(smoke),
+            encode(
+                {
+                    "ts": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
+                    "seq": 2,
+                    "smoke": False,
+                }
+            ),
+        ),
         ("sensord/v1/jd01/gas/GAS-1", encode({"ts": ts, "seq": 1})),
         (topic(smoke), b"\x00" * 20_000),
     ]
@@ -109,11 +122,17 @@ def start_daemon(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int
     """``sensord run`` in the background, logging to a file; returns it once it is ready."""
     args.log.parent.mkdir(parents=True, exist_ok=True)
     port = 9464
-    env = dict(os.environ, SENSORD_LOG__FORMAT="text", SENSORD_METRICS__PORT=str(port),
-               SENSORD_MQTT__PORT=str(args.mqtt_port), SENSORD_DATABASE__DSN=args.dsn)
+    env = dict(
+        os.environ,
+        SENSORD_LOG__FORMAT="text",
+        SENSORD_METRICS__PORT=str(port),
+        SENSORD_MQTT__PORT=str(args.mqtt_port),
+        SENSORD_DATABASE__DSN=args.dsn,
+    )
     with args.log.open("ab") as log:
-        daemon = subprocess.Popen([sys.executable, "-m", "sensord", "run"], env=env,
-                                  stdout=log, stderr=log)
+        daemon = subprocess.Popen(
+            [sys.executable, "-m", "sensord", "run"], env=env, stdout=log, stderr=log
+        )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
@@ -143,21 +162,31 @@ def scrape(port: int) -> dict[str, float]:
 
 def totals(db: psycopg.Connection) -> tuple[int, int]:
     """(readings, dead letters) in the database."""
-    row = db.execute("SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM dead_letters)").fetchone()
+    row = db.execute(
+        "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM dead_letters)"
+    ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
 
-def summary(db: psycopg.Connection, before: tuple[int, int], good: int, bad: int,
-            elapsed: float, metrics_port: int) -> None:
+def summary(
+    db: psycopg.Connection,
+    before: tuple[int, int],
+    good: int,
+    bad: int,
+    elapsed: float,
+    metrics_port: int,
+) -> None:
     """Print what was stored and dead-lettered by this run."""
     stored, dead = totals(db)
-    print(f"\nstored {stored - before[0]}/{good} readings and {dead - before[1]}/{bad} dead letters "
-          f"in {elapsed:.2f} s")
+    print(
+        f"\nstored {stored - before[0]}/{good} readings and {dead - before[1]}/{bad} dead letters "
+        f"in {elapsed:.2f} s"
+    )
     print("\nreadings by kind (last 10 minutes):")
     for kind, n, latest in db.execute(
-        "SELECT kind, count(*), max(ts) FROM readings WHERE received_at > now() - interval '10 minutes' "
-        "GROUP BY kind ORDER BY kind"
+        "SELECT kind, count(*), max(ts) FROM readings "
+        "WHERE received_at > now() - interval '10 minutes' GROUP BY kind ORDER BY kind"
     ):
         print(f"  {kind:<10} {n:>6}   latest device ts {latest:%Y-%m-%d %H:%M:%S%z}")
     print("\ndead letters (last 10 minutes):")
@@ -168,6 +197,10 @@ def summary(db: psycopg.Connection, before: tuple[int, int], good: int, bad: int
         print(f"  {reason:<22} {size:>6} bytes  {detail[:70]}")
     metrics = scrape(metrics_port)
     print("\nsensord metrics:")
-    for name in ("sensord_ingest_received_messages_total", "sensord_ingest_stored_readings_total",
-                 "sensord_ingest_duplicate_readings_total", "sensord_ingest_in_flight_messages"):
+    for name in (
+        "sensord_ingest_received_messages_total",
+        "sensord_ingest_stored_readings_total",
+        "sensord_ingest_duplicate_readings_total",
+        "sensord_ingest_in_flight_messages",
+    ):
         print(f"  {name} {metrics.get(name, float('nan')):.0f}")

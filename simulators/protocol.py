@@ -55,13 +55,20 @@ def normal_fields(kind: str, rng: random.Random) -> dict[str, Any]:
     if kind == "fire_lane":
         return {"blocked": False, "blocked_s": 0}
     if kind == "heartbeat":
-        return {"battery_pct": rng.randint(40, 100), "rssi_dbm": rng.randint(-105, -60),
-                "fw": "2.4.1"}
+        return {
+            "battery_pct": rng.randint(40, 100),
+            "rssi_dbm": rng.randint(-105, -60),
+            "fw": "2.4.1",
+        }
     raise ValueError(f"unknown kind {kind!r}")
 
 
 def reading(
-    device: SimDevice, seq: int, ts: datetime, rng: random.Random, kind: str | None = None,
+    device: SimDevice,
+    seq: int,
+    ts: datetime,
+    rng: random.Random,
+    kind: str | None = None,
     **overrides: Any,
 ) -> tuple[str, bytes]:
     """One reading (topic, payload) with the common fields, normal values and overrides."""

@@ -14,7 +14,11 @@ class Publisher:
     """paho-mqtt client with a bounded in-flight window, used as a context manager."""
 
     def __init__(
-        self, host: str = "127.0.0.1", port: int = 1883, *, client_id: str | None = None,
+        self,
+        host: str = "127.0.0.1",
+        port: int = 1883,
+        *,
+        client_id: str | None = None,
         window: int = 1000,
     ) -> None:
         self._client = mqtt.Client(

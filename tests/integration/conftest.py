@@ -21,7 +21,9 @@ def database_dsn() -> Iterator[str]:
     try:
         dsn = create_database()
     except psycopg.OperationalError as exc:
-        pytest.fail(f"TimescaleDB on 127.0.0.1:5433 is not reachable; run scripts/services up ({exc})")
+        pytest.fail(
+            f"TimescaleDB on 127.0.0.1:5433 is not reachable; run scripts/services up ({exc})"
+        )
     migrate(dsn, default_directory())
     yield dsn
     drop_database(dsn)
@@ -50,7 +52,10 @@ def devices(db: psycopg.Connection) -> Callable[[int, str], list[SimDevice]]:
     def register(n: int, kind: str = "smoke") -> list[SimDevice]:
         prefix = {"smoke": "SMK", "ebike": "EB", "elevator": "EL", "fire_lane": "FL"}[kind]
         made = [SimDevice(f"{prefix}-{uuid.uuid4().hex[:8]}", kind, "jd01") for _ in range(n)]
-        with db.cursor() as cur, cur.copy("COPY devices (device_id, kind, street) FROM STDIN") as copy:
+        with (
+            db.cursor() as cur,
+            cur.copy("COPY devices (device_id, kind, street) FROM STDIN") as copy,
+        ):
             for device in made:
                 copy.write_row((device.device_id, device.kind, device.street))
         return made
@@ -59,9 +64,7 @@ def devices(db: psycopg.Connection) -> Callable[[int, str], list[SimDevice]]:
 
 
 @pytest.fixture
-def daemon(
-    tmp_path: Path, broker: Broker, database_dsn: str
-) -> Iterator[Callable[..., Daemon]]:
+def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons on the private broker and the test database; all stopped at the end."""
     started: list[Daemon] = []
 

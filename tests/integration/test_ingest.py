@@ -23,7 +23,9 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
-def valid_messages(devices: list[SimDevice], per_device: int, start_seq: int = 0) -> list[tuple[str, bytes]]:
+def valid_messages(
+    devices: list[SimDevice], per_device: int, start_seq: int = 0
+) -> list[tuple[str, bytes]]:
     rng = random.Random(7)
     base = now() - timedelta(seconds=per_device)
     return [
@@ -50,7 +52,10 @@ def assert_identity(metrics: dict[str, float]) -> None:
 
 
 def test_valid_and_malformed_messages_land_in_readings_and_dead_letters(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     smoke = devices(20, "smoke")
     elevator = devices(1, "elevator")[0]
@@ -61,17 +66,33 @@ def test_valid_and_malformed_messages_land_in_readings_and_dead_letters(
     bad = {
         "bad_json": (topic(smoke[0]), b'{"ts": "oops'),
         "schema": (topic(smoke[0]), encode({"ts": ts, "seq": 1, "smoke": "yes"})),
-        "unknown_device": (topic(SimDevice("SMK-nobody", "smoke", "jd01")), encode({"ts": ts, "seq": 1, "smoke": False})),
-        "device_kind_mismatch": (topic(elevator, "smoke"), encode({"ts": ts, "seq": 1, "smoke": False})),
+        "unknown_device": (
+            topic(SimDevice("SMK-nobody", "smoke", "jd01")),
+            encode({"ts": ts, "seq": 1, "smoke": False}),
+        ),
+        "device_kind_mismatch": (
+            topic(elevator, "smoke"),
+            encode({"ts": ts, "seq": 1, "smoke": False}),
+        ),
         "too_large": (topic(smoke[1]), b"{" + b" " * 20_000 + b"}"),
-        "clock_skew": (topic(smoke[2]), encode({"ts": (now() + timedelta(hours=2)).isoformat(), "seq": 1, "smoke": False})),
+        "clock_skew": (
+            topic(smoke[2]),
+            encode({"ts": (now() + timedelta(hours=2)).isoformat(), "seq": 1, "smoke": False}),
+        ),
         "bad_topic": ("sensord/v1/jd01/gas/GAS-1", encode({"ts": ts, "seq": 1})),
-        "device_id_mismatch": (topic(smoke[3]), encode({"ts": ts, "seq": 1, "smoke": False, "device_id": "X"})),
+        "device_id_mismatch": (
+            topic(smoke[3]),
+            encode({"ts": ts, "seq": 1, "smoke": False, "device_id": "X"}),
+        ),
     }
     with Publisher(port=broker.port) as publisher:
         publisher.publish(good + list(bad.values()))
 
-    wait_until(lambda: count(db, "readings") + count(db, "dead_letters") >= len(good) + len(bad), 20, "all stored")
+    wait_until(
+        lambda: count(db, "readings") + count(db, "dead_letters") >= len(good) + len(bad),
+        20,
+        "all stored",
+    )
     time.sleep(0.3)  # anything extra would show up now
     assert count(db, "readings") == len(good)
     rows = db.execute("SELECT reason, topic, payload, detail FROM dead_letters").fetchall()
@@ -89,7 +110,10 @@ def test_valid_and_malformed_messages_land_in_readings_and_dead_letters(
 
 
 def test_a_redelivered_message_is_stored_once(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     device = devices(1)[0]
     sensord = daemon()
@@ -97,32 +121,66 @@ def test_a_redelivered_message_is_stored_once(
     message = valid_messages([device], per_device=1)[0]
     with Publisher(port=broker.port) as publisher:
         publisher.publish([message, message, message])
-    wait_until(lambda: sensord.metrics()["sensord_ingest_duplicate_readings_total"] == 2, 10, "duplicates counted")
+    wait_until(
+        lambda: sensord.metrics()["sensord_ingest_duplicate_readings_total"] == 2,
+        10,
+        "duplicates counted",
+    )
     assert count(db, "readings") == 1
     assert_identity(sensord.metrics())
 
 
 def test_readings_keep_device_time_and_values(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     device = devices(1, "elevator")[0]
     sensord = daemon()
     sensord.start()
     ts = (now() - timedelta(minutes=3)).replace(microsecond=123000)
     with Publisher(port=broker.port) as publisher:
-        publisher.publish([
-            reading(device, 41, ts, random.Random(1), state="fault", door="closed", floor=5,
-                    trapped=True, fault_code="E21", firmware_note="x")
-        ])
+        publisher.publish(
+            [
+                reading(
+                    device,
+                    41,
+                    ts,
+                    random.Random(1),
+                    state="fault",
+                    door="closed",
+                    floor=5,
+                    trapped=True,
+                    fault_code="E21",
+                    firmware_note="x",
+                )
+            ]
+        )
     wait_until(lambda: count(db, "readings") == 1, 10, "the reading")
     row = db.execute(
-        "SELECT ts, kind, seq, state, door, floor, trapped, fault_code, extra, received_at > ts FROM readings"
+        "SELECT ts, kind, seq, state, door, floor, trapped, fault_code, extra, received_at > ts"
+        " FROM readings"
     ).fetchone()
-    assert row == (ts, "elevator", 41, "fault", "closed", 5, True, "E21", {"firmware_note": "x"}, True)
+    assert row == (
+        ts,
+        "elevator",
+        41,
+        "fault",
+        "closed",
+        5,
+        True,
+        "E21",
+        {"firmware_note": "x"},
+        True,
+    )
 
 
 def test_a_device_registered_while_running_is_accepted_without_restart(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     sensord = daemon()
     sensord.start()
@@ -135,7 +193,10 @@ def test_a_device_registered_while_running_is_accepted_without_restart(
 
 
 def test_sigterm_flushes_acknowledges_and_exits_zero(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     fleet = devices(50)
     # Batches would wait 30 s; only the shutdown flush can store them in time.
@@ -144,7 +205,11 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(
     messages = valid_messages(fleet, per_device=20)
     with Publisher(port=broker.port) as publisher:
         publisher.publish(messages)
-    wait_until(lambda: sensord.metrics()["sensord_ingest_in_flight_messages"] == len(messages), 10, "all buffered")
+    wait_until(
+        lambda: sensord.metrics()["sensord_ingest_in_flight_messages"] == len(messages),
+        10,
+        "all buffered",
+    )
     assert count(db, "readings") == 0
     started = time.monotonic()
     assert sensord.terminate() == 0
@@ -158,7 +223,9 @@ def test_sigterm_flushes_acknowledges_and_exits_zero(
     assert sensord.terminate() == 0
 
 
-def publish_in_background(port: int, messages: list[tuple[str, bytes]], chunk: int) -> tuple[threading.Thread, list[BaseException]]:
+def publish_in_background(
+    port: int, messages: list[tuple[str, bytes]], chunk: int
+) -> tuple[threading.Thread, list[BaseException]]:
     errors: list[BaseException] = []
 
     def run() -> None:
@@ -177,7 +244,10 @@ def publish_in_background(port: int, messages: list[tuple[str, bytes]], chunk: i
 
 @pytest.mark.slow
 def test_kill_9_mid_stream_then_restart_stores_every_message_once(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     fleet = devices(100)
     messages = valid_messages(fleet, per_device=200)  # 20,000
@@ -235,7 +305,10 @@ def test_database_down_for_20_seconds_loses_nothing(
 
 @pytest.mark.slow
 def test_broker_restart_resumes_consumption(
-    db: psycopg.Connection, broker: Broker, daemon: Callable[..., Daemon], devices: Callable[..., list[SimDevice]]
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
 ) -> None:
     fleet = devices(10)
     sensord = daemon()

@@ -1,4 +1,4 @@
-"""Real services for integration tests: a private Mosquitto, a fresh TimescaleDB database, the daemon.
+"""Real services for integration tests: a private Mosquitto, a fresh database, the daemon.
 
 Nothing here mocks the broker or the database: the broker is the Mosquitto
 binary run with the shipped ``deploy/mosquitto/sensord.conf``; the database is
@@ -36,7 +36,9 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(predicate: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1) -> None:
+def wait_until(
+    predicate: Callable[[], bool], timeout_s: float, what: str, step_s: float = 0.1
+) -> None:
     deadline = time.monotonic() + timeout_s
     while not predicate():
         if time.monotonic() > deadline:

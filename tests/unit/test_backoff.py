@@ -13,7 +13,10 @@ def test_grows_then_caps() -> None:
     assert [backoff.delay(n, lambda: 0.0) for n in range(1, 7)] == [0.5, 1.0, 2.0, 4.0, 4.0, 4.0]
 
 
-@given(attempt=st.integers(min_value=-5, max_value=10_000), draw=st.floats(min_value=0, max_value=0.999))
+@given(
+    attempt=st.integers(min_value=-5, max_value=10_000),
+    draw=st.floats(min_value=0, max_value=0.999),
+)
 def test_delay_stays_within_the_jitter_band(attempt: int, draw: float) -> None:
     backoff = Backoff(initial_s=0.1, maximum_s=30.0, jitter=0.5)
     delay = backoff.delay(attempt, lambda: draw)

@@ -50,11 +50,17 @@ def reason_of(topic: str, raw: bytes) -> str:
             payload(state="fault", door="closed", floor=7, trapped=True, fault_code="E21"),
             {"state": "fault", "trapped": True, "floor": 7, "fault_code": "E21"},
         ),
-        ("sensord/v1/jd01/fire_lane/FL-1", payload(blocked=True, blocked_s=600), {"blocked_s": 600}),
+        (
+            "sensord/v1/jd01/fire_lane/FL-1",
+            payload(blocked=True, blocked_s=600),
+            {"blocked_s": 600},
+        ),
         ("sensord/v1/jd01/heartbeat/EL-1", payload(rssi_dbm=-80, fw="2.4.1"), {"fw": "2.4.1"}),
     ],
 )
-def test_each_kind_decodes_to_its_columns(topic: str, raw: bytes, expected: dict[str, object]) -> None:
+def test_each_kind_decodes_to_its_columns(
+    topic: str, raw: bytes, expected: dict[str, object]
+) -> None:
     reading = decode(topic, raw, NOW, DEVICES, LIMITS)
     assert reading.ts == datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
     assert reading.seq == 7
@@ -65,7 +71,9 @@ def test_each_kind_decodes_to_its_columns(topic: str, raw: bytes, expected: dict
 
 
 def test_fields_beyond_the_protocol_are_kept_in_extra() -> None:
-    reading = decode("sensord/v1/jd01/smoke/SMK-1", payload(smoke=False, hush=True), NOW, DEVICES, LIMITS)
+    reading = decode(
+        "sensord/v1/jd01/smoke/SMK-1", payload(smoke=False, hush=True), NOW, DEVICES, LIMITS
+    )
     assert reading.extra == {"hush": True}
 
 
@@ -79,13 +87,21 @@ def test_fields_beyond_the_protocol_are_kept_in_extra() -> None:
         ("sensord/v1/jd01/smoke/SMK-1", b"\xff\xfe\x00", "bad_json"),
         ("sensord/v1/jd01/smoke/SMK-1", payload(smoke="yes"), "schema"),
         ("sensord/v1/jd01/smoke/SMK-1", payload(), "schema"),
-        ("sensord/v1/jd01/smoke/SMK-1", b'{"ts":"2026-11-26T06:00:00","seq":1,"smoke":false}', "schema"),
+        (
+            "sensord/v1/jd01/smoke/SMK-1",
+            b'{"ts":"2026-11-26T06:00:00","seq":1,"smoke":false}',
+            "schema",
+        ),
         ("sensord/v1/jd01/smoke/SMK-1", payload(smoke=False, obscuration=-1), "schema"),
         ("sensord/v1/jd01/smoke/SMK-1", payload(smoke=False, note="\u0000"), "schema"),
         ("sensord/v1/jd01/smoke/SMK-404", payload(smoke=False), "unknown_device"),
         ("sensord/v1/jd01/ebike/SMK-1", payload(charging=True), "device_kind_mismatch"),
         ("sensord/v1/jd02/smoke/SMK-1", payload(smoke=False), "street_mismatch"),
-        ("sensord/v1/jd01/smoke/SMK-1", payload(smoke=False, device_id="SMK-2"), "device_id_mismatch"),
+        (
+            "sensord/v1/jd01/smoke/SMK-1",
+            payload(smoke=False, device_id="SMK-2"),
+            "device_id_mismatch",
+        ),
         ("sensord/v1/jd01/smoke/SMK-1", b"{" + b" " * 20_000 + b"}", "too_large"),
         (
             "sensord/v1/jd01/smoke/SMK-1",
@@ -128,7 +144,9 @@ TOPICS = st.sampled_from(
 
 JSON_VALUES = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
-    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4)
+    ),
     max_leaves=12,
 )
 
@@ -144,13 +162,29 @@ def test_any_bytes_give_a_reading_or_a_payload_error(topic: str, raw: bytes) -> 
 @given(
     topic=TOPICS,
     fields=st.dictionaries(
-        st.sampled_from(["ts", "seq", "smoke", "charging", "state", "trapped", "blocked", "floor",
-                         "device_id", "battery_pct", "fw", "x"]),
+        st.sampled_from(
+            [
+                "ts",
+                "seq",
+                "smoke",
+                "charging",
+                "state",
+                "trapped",
+                "blocked",
+                "floor",
+                "device_id",
+                "battery_pct",
+                "fw",
+                "x",
+            ]
+        ),
         JSON_VALUES | st.just(TS),
         max_size=8,
     ),
 )
-def test_any_json_object_gives_a_reading_or_a_payload_error(topic: str, fields: dict[str, object]) -> None:
+def test_any_json_object_gives_a_reading_or_a_payload_error(
+    topic: str, fields: dict[str, object]
+) -> None:
     raw = json.dumps(fields, allow_nan=True).encode()
     try:
         reading = decode(topic, raw, NOW, DEVICES, LIMITS)

@@ -21,8 +21,16 @@ def test_custom_prefix() -> None:
 
 @pytest.mark.parametrize(
     "topic",
-    ["", "sensord/v1", "sensord/v1/jd01/smoke", "sensord/v2/jd01/smoke/X", "sensord/v1/jd01/smoke/X/extra",
-     "sensord/v1//smoke/X", "sensord/v1/jd01/smoke/", "sensord/v1/jd01/Smoke/X"],
+    [
+        "",
+        "sensord/v1",
+        "sensord/v1/jd01/smoke",
+        "sensord/v2/jd01/smoke/X",
+        "sensord/v1/jd01/smoke/X/extra",
+        "sensord/v1//smoke/X",
+        "sensord/v1/jd01/smoke/",
+        "sensord/v1/jd01/Smoke/X",
+    ],
 )
 def test_rejects_malformed_topics(topic: str) -> None:
     with pytest.raises(PayloadError) as caught:
