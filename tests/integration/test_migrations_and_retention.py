@@ -38,7 +38,8 @@ def test_migrate_applies_each_file_once(empty_dsn: str) -> None:
     assert pending(empty_dsn, default_directory()) == []
     with psycopg.connect(empty_dsn) as conn:
         row = conn.execute(
-            "SELECT count(*) FROM timescaledb_information.hypertables WHERE hypertable_name = 'readings'"
+            "SELECT count(*) FROM timescaledb_information.hypertables"
+            " WHERE hypertable_name = 'readings'"
         ).fetchone()
     assert row == (1,)
 

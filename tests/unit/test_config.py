@@ -79,6 +79,7 @@ def test_check_config_prints_masked_and_rejects_unknown_keys(tmp_path: Path) -> 
         [sys.executable, "-m", "sensord", "--config", str(bad), "check-config"],
         capture_output=True,
         text=True,
+        check=False,
     )
     assert result.returncode == 2
     assert "mqtt.bogus: unknown key" in result.stderr
