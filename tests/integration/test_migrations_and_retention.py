@@ -80,7 +80,8 @@ def test_retention_drops_old_chunks_and_dead_letters(
     rows = [(now - timedelta(days=age), "SMK-R", age) for age in (1, 50, 100, 120)]
     with db.cursor() as cur:
         cur.executemany(
-            "INSERT INTO readings (ts, received_at, device_id, kind, seq) VALUES (%s, now(), %s, 'smoke', %s)",
+            "INSERT INTO readings (ts, received_at, device_id, kind, seq)"
+            " VALUES (%s, now(), %s, 'smoke', %s)",
             rows,
         )
         cur.execute(
