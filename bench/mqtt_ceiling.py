@@ -372,7 +372,8 @@ BENCH_SETTINGS: dict[str, Any] = {
 def write_config(port: int, tmpdir: str | Path, **settings: Any) -> Path:
     tmp = Path(tmpdir)
     merged = {**BENCH_SETTINGS, **settings}
-    lines = [f"log_dest file {tmp / f'mosquitto-{port}.log'}"]
+    # stderr (unbuffered, redirected to mosquitto-PORT.log): "log_dest file" is block-buffered
+    lines = ["log_dest stderr"]
     for key, val in merged.items():
         if val is None:
             continue
@@ -389,19 +390,19 @@ def start_broker(port: int, tmpdir: str | Path, **settings: Any) -> subprocess.P
     accepts connections. ``settings`` override/extend :data:`BENCH_SETTINGS` (None = omit)."""
     if port == 1883:
         raise ValueError("1883 is the machine's broker; use a private port")
+    with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
+        raise RuntimeError(f"port {port} is already in use (a leftover broker?)")
     conf = write_config(port, tmpdir, **settings)
-    proc = subprocess.Popen(
-        [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-    )
+    log = Path(tmpdir, f"mosquitto-{port}.log")
+    with log.open("ab") as logf:
+        proc = subprocess.Popen(
+            [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=logf
+        )
+    proc.tmpdir = str(tmpdir)  # type: ignore[attr-defined]
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            err = proc.stderr.read().decode() if proc.stderr else ""
-            log = Path(tmpdir, f"mosquitto-{port}.log")
-            raise RuntimeError(
-                f"mosquitto exited ({proc.returncode}): {err}"
-                f"{log.read_text() if log.exists() else ''}"
-            )
+            raise RuntimeError(f"mosquitto exited ({proc.returncode}): {log.read_text()}")
         with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
             return proc
         time.sleep(0.05)
@@ -426,7 +427,6 @@ def broker(port: int, tmpdir: str | Path | None = None, **settings: Any) -> Iter
     own = tmpdir is None
     tdir = tempfile.mkdtemp(prefix="mqtt-bench-") if own else str(tmpdir)
     proc = start_broker(port, tdir, **settings)
-    proc.tmpdir = tdir  # type: ignore[attr-defined]
     try:
         yield proc
     finally:
@@ -987,9 +987,18 @@ def print_table(results: list[RunResult], out: Any = sys.stdout) -> None:
 
 def pub_compare(port: int, n: int, runs: int, out: Any = sys.stdout) -> None:
     """Publisher choice: publisher rate into an offline persistent session (drain prefill)."""
-    variants = [("raw", 1, 10000), ("raw", 2, 10000), ("raw", 1, 1000), ("paho", 1, 1000),
-                ("paho", 1, 10000)]
-    with broker(port) as proc:
+    variants = [("raw", 1, 10000), ("raw", 2, 10000), ("raw", 1, 1000), ("raw", 1, 100),
+                ("paho", 1, 1000), ("paho", 1, 10000)]
+    _pub_compare(port, n, runs, variants, {}, "bench broker (max_inflight_messages 0)", out)
+    _pub_compare(port, n, runs, [("raw", 1, 10000), ("raw", 2, 10000)],
+                 {"max_inflight_messages": None},
+                 "max_inflight_messages default (20 -> CONNACK Receive Maximum 20)", out)
+
+
+def _pub_compare(port: int, n: int, runs: int, variants: list[tuple[str, int, int]],
+                 settings: dict[str, Any], label: str, out: Any) -> None:
+    print(f"-- {label}", file=out)
+    with broker(port, **settings) as proc:
         for impl, conns, win in variants:
             rates, cpus, bcpus = [], [], []
             for _ in range(runs):
@@ -1017,7 +1026,7 @@ def _raw_pub(port: int, n: int, start: int = 0) -> None:
     publish_detailed(HOST, port, n, start=start, window=1000, client_prefix="probe-pub")
 
 
-def _count_unacked(lib: str, port: int, rm: int, n: int) -> tuple[int, dict[str, Any]]:
+def _count_unacked(lib: str, port: int, rm: int | None, n: int) -> tuple[int, dict[str, Any]]:
     """Connect a never-acking subscriber with Receive Maximum rm, publish n, count arrivals."""
     cid = f"probe-noack-{lib}"
     create_session(port, cid)
@@ -1041,12 +1050,12 @@ def _count_unacked(lib: str, port: int, rm: int, n: int) -> tuple[int, dict[str,
     return msg[1], {}
 
 
-def _noack_child(lib: str, port: int, rm: int, cid: str, conn: Any) -> None:
+def _noack_child(lib: str, port: int, rm: int | None, cid: str, conn: Any) -> None:
     try:
         if lib == "gmqtt":
             asyncio.run(_gmqtt_noack(port, rm, cid, conn))
         else:
-            _paho_noack(port, rm, cid, conn)
+            _paho_noack(port, rm, cid, conn, v311=lib == "paho311")
     except Exception as exc:
         conn.send(("error", repr(exc)))
 
@@ -1081,7 +1090,7 @@ async def _gmqtt_noack(port: int, rm: int, cid: str, conn: Any) -> None:
     c._connection._transport.abort()  # noqa: SLF001 - leave without acking anything
 
 
-def _paho_noack(port: int, rm: int, cid: str, conn: Any) -> None:
+def _paho_noack(port: int, rm: int | None, cid: str, conn: Any, v311: bool = False) -> None:
     import paho.mqtt.client as mqtt
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
@@ -1091,13 +1100,20 @@ def _paho_noack(port: int, rm: int, cid: str, conn: Any) -> None:
     def on_message(c: Any, u: Any, msg: Any) -> None:
         st["count"] += 1  # and never c.ack()
 
-    c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
-                    manual_ack=True)
-    c.on_message = on_message
-    props = Properties(PacketTypes.CONNECT)
-    props.SessionExpiryInterval = 3600
-    props.ReceiveMaximum = rm
-    c.connect(HOST, port, clean_start=False, properties=props)
+    if v311:  # v3.1.1 has no Receive Maximum; persistent session = clean_session False
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+                        protocol=mqtt.MQTTv311, manual_ack=True, clean_session=False)
+        c.on_message = on_message
+        c.connect(HOST, port)
+    else:
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
+                        manual_ack=True)
+        c.on_message = on_message
+        props = Properties(PacketTypes.CONNECT)
+        props.SessionExpiryInterval = 3600
+        if rm is not None:
+            props.ReceiveMaximum = rm
+        c.connect(HOST, port, clean_start=False, properties=props)
     c.loop(1.0)
     conn.send(("ready",))
     while not conn.poll():
@@ -1123,12 +1139,13 @@ def probe_inflight(port: int, out: Any = sys.stdout) -> None:
     for label, mim in configs:
         with broker(port, max_inflight_messages=mim) as _:
             for lib, rm in [("raw", 10), ("raw", 100), ("raw", 1000), ("raw", 65535),
-                            ("gmqtt", 1000), ("paho", 1000), ("gmqtt", 65535)]:
-                if label == "100" and lib != "raw":
+                            ("raw", None), ("gmqtt", 1000), ("paho", 1000), ("gmqtt", 65535),
+                            ("paho311", None)]:
+                if label == "100" and lib not in ("raw", "paho311"):
                     continue
-                n = min(max(3 * rm, 12000), 70000)
+                n = min(max(3 * (rm or 65535), 12000), 70000)
                 got, props = _count_unacked(lib, port, rm, n)
-                print(f"max_inflight_messages={label:11} {lib:5} RM={rm:<5} published={n:<5} "
+                print(f"max_inflight_messages={label:11} {lib:7} RM={rm!s:<5} published={n:<5} "
                       f"-> received {got:5} unacked  CONNACK props {props}", file=out,
                       flush=True)
 
@@ -1262,14 +1279,16 @@ def probe_shared(port: int, out: Any = sys.stdout) -> None:
 
 def probe_gmqtt(port: int, out: Any = sys.stdout) -> None:
     print("\n== gmqtt 0.8.0, optimistic_acknowledgement=False", file=out)
-    with broker(port) as proc:
+    tmpdir = tempfile.mkdtemp(prefix="mqtt-bench-")
+    holder = [start_broker(port, tmpdir)]  # _gmqtt_session_lost replaces the broker
+    try:
         asyncio.run(_gmqtt_exceptions(port, out))
         asyncio.run(_gmqtt_drop(port, out, release="before_reconnect"))
         asyncio.run(_gmqtt_drop(port, out, release="after_reconnect"))
-        log = broker_log(proc, port)
-        tail = [ln for ln in log.splitlines() if "probe-gm" in ln]
-        print("    broker log for probe clients:\n      " + "\n      ".join(tail[-12:]),
-              file=out, flush=True)
+        asyncio.run(_gmqtt_session_lost(port, out, holder))
+    finally:
+        stop_broker(holder[0])
+        shutil.rmtree(tmpdir, ignore_errors=True)
 
 
 def _redelivered(port: int, cid: str) -> list[InPublish]:
@@ -1292,8 +1311,8 @@ def _gmqtt_client(cid: str, rm: int = 100) -> Any:
     return c
 
 
-def _trace_mids(c: Any, log: list[tuple[str, int, bool]]) -> None:
-    """Record (event, mid, connection-is-current) for inbound QoS 1 and outgoing PUBACKs."""
+def _trace_mids(c: Any, log: list[tuple[str, int, Any]]) -> None:
+    """Record ("in", mid, dup) for inbound QoS 1 and ("puback", mid, reason) for PUBACKs."""
     h = c._package_handler  # noqa: SLF001
     orig_in = h._handle_qos_1_publish_packet  # noqa: SLF001
     orig_out = c._send_command_with_mid  # noqa: SLF001
@@ -1304,7 +1323,7 @@ def _trace_mids(c: Any, log: list[tuple[str, int, bool]]) -> None:
 
     def outbound(cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
         closing = c._connection.is_closing()  # noqa: SLF001
-        log.append(("puback-on-closed-conn" if closing else "puback", mid, False))
+        log.append(("puback-on-closed-conn" if closing else "puback", mid, reason_code))
         orig_out(cmd, mid, dup, reason_code=reason_code)
 
     h._handle_qos_1_publish_packet = inbound  # noqa: SLF001
@@ -1333,7 +1352,7 @@ async def _gmqtt_exceptions(port: int, out: Any) -> None:
         return 0
 
     c = _gmqtt_client(cid)
-    mids: list[tuple[str, int, bool]] = []
+    mids: list[tuple[str, int, Any]] = []
     _trace_mids(c, mids)
     c.on_message = on_message
     await c.connect(HOST, port)
@@ -1350,12 +1369,61 @@ async def _gmqtt_exceptions(port: int, out: Any) -> None:
     print(f"    redelivered after reconnect: {ids}", file=out, flush=True)
 
 
+async def _gmqtt_session_lost(port: int, out: Any, holder: list[Any]) -> None:
+    """Handlers pending, broker restarts *without* the session (persistence false): the stale
+    PUBACKs go out on the new connection, whose new session reuses the same packet ids."""
+    cid = "probe-gm-lost"
+    create_session(port, cid)
+    gate = asyncio.Event()
+    seen: list[str] = []
+    mids: list[tuple[str, int, Any]] = []
+    flags: list[int] = []
+
+    async def on_message(client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:
+        i = json.loads(payload)["seq"] * 1000 + int(topic[-6:])
+        seen.append(f"{i}{'(dup)' if props.get('dup') else ''}")
+        if i < 100:
+            await gate.wait()  # slow commit, in flight across the outage
+            return 0
+        await asyncio.sleep(0.5)
+        raise RuntimeError("commit failed")  # must therefore be redelivered later
+
+    def on_connect(client: Any, session_present: int, rc: int, props: Any) -> None:
+        flags.append(session_present)
+        if not session_present:
+            client.subscribe(SUB_FILTER, qos=1)
+
+    c = _gmqtt_client(cid)
+    asyncio.get_running_loop().set_exception_handler(lambda loop, ctx: None)
+    _trace_mids(c, mids)
+    c.on_message = on_message
+    c.on_connect = on_connect
+    await c.connect(HOST, port)
+    await asyncio.to_thread(_raw_pub, port, 3)  # readings 0..2, handlers pending
+    await asyncio.sleep(0.5)
+    tmpdir = holder[0].tmpdir
+    stop_broker(holder[0])
+    holder[0] = start_broker(port, tmpdir)  # same port, empty broker: session gone
+    await asyncio.sleep(2.0)  # gmqtt reconnects (delay 1 s) -> session_present 0, resubscribe
+    await asyncio.to_thread(_raw_pub, port, 3, 100)  # readings 100..102 get ids 1..3 again
+    await asyncio.sleep(0.2)
+    gate.set()  # the three stale handlers finish now
+    await asyncio.sleep(1.0)
+    await c.disconnect()
+    red = _redelivered(port, cid)
+    print(f"[broker lost the session while 3 handlers were pending] session_present per "
+          f"CONNACK: {flags}; handler calls: {seen}", file=out)
+    print(f"    wire: {mids}", file=out)
+    print(f"    readings 100..102 all failed in the handler, yet redelivered: {len(red)} of 3",
+          file=out, flush=True)
+
+
 async def _gmqtt_drop(port: int, out: Any, release: str) -> None:
     cid = "probe-gm-drop"
     create_session(port, cid)
     gate = asyncio.Event()
     seen: list[str] = []
-    mids: list[tuple[str, int, bool]] = []
+    mids: list[tuple[str, int, Any]] = []
     logs: list[str] = []
 
     async def on_message(client: Any, topic: str, payload: bytes, qos: int, props: Any) -> int:

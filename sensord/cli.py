@@ -1,4 +1,4 @@
-"""Command line: ``sensord run | migrate | check-config | version``."""
+"""Command line: ``sensord run | migrate | check-config | registry | version``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensord import __version__, logs
+from sensord import __version__, logs, registry_cli
 from sensord.config import Settings, load_settings, redacted
 from sensord.errors import ConfigError, MigrationError
 
@@ -31,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("migrate", help="apply pending database migrations (safe to repeat)")
     check = commands.add_parser("check-config", help="validate and print the effective config")
     check.add_argument("--json", action="store_true", help="print as JSON")
+    registry_cli.add_parser(commands)
     return parser
 
 
@@ -45,7 +46,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"sensord: {exc}", file=sys.stderr)
         return 2
     logs.configure(settings.log.level, settings.log.format)
-    handlers = {"run": _run, "migrate": _migrate, "check-config": _check_config}
+    handlers = {
+        "run": _run,
+        "migrate": _migrate,
+        "check-config": _check_config,
+        "registry": registry_cli.run,
+    }
     return handlers[args.command](settings, args)
 
 

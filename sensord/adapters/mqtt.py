@@ -63,6 +63,11 @@ class MqttConsumer:
         self._metrics = metrics
         self._subscribed = asyncio.Event()
         self._handling = 0
+        # Bumped on every connect and disconnect. A PUBACK is only valid on the
+        # connection its PUBLISH came in on: after a reconnect the broker may
+        # reuse the packet id for another message, and acking that one would
+        # lose it.
+        self._connection_generation = 0
         self._idle = asyncio.Event()
         self._idle.set()
         self._client = _BackoffClient(
@@ -116,6 +121,7 @@ class MqttConsumer:
         self._metrics.mqtt_connected.set(0)
 
     def _on_connect(self, client: gmqtt.Client, session_present: int, rc: int, props: Any) -> None:
+        self._connection_generation += 1
         client.failed_attempts = 0
         self._metrics.mqtt_connects.inc()
         topic = subscription_topic(self._config)
@@ -136,6 +142,7 @@ class MqttConsumer:
         self._metrics.mqtt_connected.set(1)
 
     def _on_disconnect(self, client: gmqtt.Client, packet: Any, exc: Any = None) -> None:
+        self._connection_generation += 1
         self._subscribed.clear()
         self._metrics.mqtt_connected.set(0)
         self._metrics.mqtt_disconnects.inc()
@@ -148,10 +155,16 @@ class MqttConsumer:
             topic = topic.decode("utf-8", "replace")
         self._handling += 1
         self._idle.clear()
+        generation = self._connection_generation
         try:
             await self._handler(topic, payload)
         except SensordError as exc:
             raise NotAcknowledged(str(exc)) from exc
+        else:
+            if generation != self._connection_generation:
+                # Committed, but the PUBLISH came on a connection that is gone;
+                # the broker redelivers it and the unique key drops the copy.
+                raise NotAcknowledged("connection changed while the message was being stored")
         finally:
             self._handling -= 1
             if not self._handling:

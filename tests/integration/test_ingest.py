@@ -326,3 +326,12 @@ def test_broker_restart_resumes_consumption(
     metrics = sensord.metrics()
     assert metrics["sensord_mqtt_connects_total"] >= 2
     assert sensord.terminate() == 0
+    # Messages for the stopped daemon wait in its session, which survives a broker restart.
+    third = valid_messages(fleet, per_device=10, start_seq=20)
+    with Publisher(port=broker.port) as publisher:
+        publisher.publish(third)
+    broker.restart()
+    sensord.start()
+    total = len(first) + len(second) + len(third)
+    wait_until(lambda: count(db, "readings") == total, 20, "messages queued across the restart")
+    assert sensord.terminate() == 0

@@ -62,7 +62,10 @@ class Broker:
         self.workdir.mkdir(parents=True, exist_ok=True)
         shipped = BROKER_CONFIG.read_text()
         self.config_path.write_text(
-            f"{shipped}\n# test overrides\nlistener {self.port} 127.0.0.1\nallow_anonymous true\n"
+            # user root: mosquitto started as root otherwise drops to user mosquitto,
+            # which cannot write the persistence file into pytest's private tmp dirs.
+            f"{shipped}\n# test overrides\nuser root\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\n"
             f"persistence true\npersistence_location {self.workdir}/\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
         )
