@@ -53,10 +53,13 @@ class Run:
 
 def register_devices(dsn: str) -> None:
     """The device ids bench.mqtt_ceiling.reading() publishes for."""
-    with psycopg.connect(dsn) as conn, conn.cursor() as cur:
-        with cur.copy("COPY devices (device_id, kind, street) FROM STDIN") as copy:
-            for dev in range(DEVICES):
-                copy.write_row((f"SMK-{dev:06d}", "smoke", f"jd{dev % 20 + 1:02d}"))
+    with (
+        psycopg.connect(dsn) as conn,
+        conn.cursor() as cur,
+        cur.copy("COPY devices (device_id, kind, street) FROM STDIN") as copy,
+    ):
+        for dev in range(DEVICES):
+            copy.write_row((f"SMK-{dev:06d}", "smoke", f"jd{dev % 20 + 1:02d}"))
 
 
 @contextlib.contextmanager
@@ -169,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
                     measure = sensord_live if mode == "live" else sensord_drain
                     runs.append(measure(dsn, args.port, n, offset, log))
                     offset += n
-                    print(f"run {rep + 1} {mode:5} sensord     {runs[-1].rate:9.0f} msg/s "
-                          f"(cpu {runs[-1].cpu_s:.1f}s, rss {runs[-1].rss_mib:.0f} MiB)", flush=True)
+                    last = runs[-1]
+                    print(f"run {rep + 1} {mode:5} sensord     {last.rate:9.0f} msg/s "
+                          f"(cpu {last.cpu_s:.1f}s, rss {last.rss_mib:.0f} MiB)", flush=True)
     finally:
         drop_database(dsn)
     report(runs, n, args)

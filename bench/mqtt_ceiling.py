@@ -474,7 +474,7 @@ class PubResult:
     connections: int
 
 
-def _raw_pub_worker(
+def _raw_pub_worker(  # noqa: PLR0912, PLR0915 - the hot loop is kept inline on purpose
     port: int, host: str, lo: int, hi: int, devices: int, window: int, cid: str,
     conn: Any, go: Any, batch: int,
 ) -> None:
@@ -551,6 +551,7 @@ def _paho_pub_worker(
     import threading
 
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
 
     try:
         msgs = [reading(i, devices) for i in range(lo, hi)]
@@ -559,7 +560,12 @@ def _paho_pub_worker(
         connected = threading.Event()
         st = {"acked": 0, "errors": 0}
 
+        # paho keys its outgoing queue by packet id: more than 65535 queued messages overwrite
+        # each other, so bound what is handed to it.
+        room = threading.Semaphore(min(2 * window, 30000))
+
         def on_publish(c: Any, u: Any, mid: int, rc: Any, props: Any) -> None:
+            room.release()
             st["acked"] += 1
             if rc.is_failure:
                 st["errors"] += 1
@@ -572,7 +578,7 @@ def _paho_pub_worker(
             brm["rm"] = getattr(props, "ReceiveMaximum", None)
             connected.set()
 
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5)
         c.max_inflight_messages_set(window)
         c.max_queued_messages_set(0)
         c.on_publish = on_publish
@@ -586,6 +592,7 @@ def _paho_pub_worker(
         cpu0 = _self_cpu()
         t0 = time.monotonic()
         for topic, payload in msgs:
+            room.acquire()
             c.publish(topic, payload, qos=1)
         if not done.wait(120):
             raise TimeoutError(f"paho publisher: {st['acked']}/{total} acked")
@@ -702,7 +709,7 @@ async def _gmqtt_bare(
 ) -> SubResult:
     from gmqtt import Client
 
-    st = {"count": 0, "dups": 0, "t_first": 0.0, "t_last": 0.0}
+    st: dict[str, Any] = {"count": 0, "dups": 0, "t_first": 0.0, "t_last": 0.0}
     done = asyncio.Event()
     loads = json.loads
 
@@ -786,10 +793,11 @@ def paho_bare(
 ) -> SubResult:
     """paho-mqtt 2.x, MQTTv5, manual_ack=True, client.ack(mid, qos) in on_message."""
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
-    st = {"count": 0, "dups": 0, "t_first": 0.0, "t_last": 0.0, "t_ready": 0.0}
+    st: dict[str, Any] = {"count": 0, "dups": 0, "t_first": 0.0, "t_last": 0.0, "t_ready": 0.0}
     loads = json.loads
 
     def on_message(c: Any, userdata: Any, msg: Any) -> None:
@@ -810,12 +818,12 @@ def paho_bare(
             on_ready()
 
     c = mqtt.Client(
-        mqtt.CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
+        CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5,
         manual_ack=True,
     )
     c.on_message = on_message
     c.on_connect = on_connect
-    props = Properties(PacketTypes.CONNECT)
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = session_expiry
     props.ReceiveMaximum = receive_maximum
     cpu0 = _self_cpu()
@@ -1060,7 +1068,7 @@ def _noack_child(lib: str, port: int, rm: int | None, cid: str, conn: Any) -> No
         conn.send(("error", repr(exc)))
 
 
-async def _gmqtt_noack(port: int, rm: int, cid: str, conn: Any) -> None:
+async def _gmqtt_noack(port: int, rm: int | None, cid: str, conn: Any) -> None:
     from gmqtt import Client
 
     count = 0
@@ -1074,12 +1082,13 @@ async def _gmqtt_noack(port: int, rm: int, cid: str, conn: Any) -> None:
         await never.wait()
         return 0
 
+    kw = {"receive_maximum": rm} if rm is not None else {}
     c = Client(cid, clean_session=False, optimistic_acknowledgement=False,
-               receive_maximum=rm, session_expiry_interval=3600)
+               session_expiry_interval=3600, **kw)
     c.on_message = on_message
     await c.connect(HOST, port)
     conn.send(("ready",))
-    while not conn.poll():
+    while not conn.poll():  # noqa: ASYNC110 - waiting on a multiprocessing Pipe
         await asyncio.sleep(0.1)
     await asyncio.sleep(1.5)
     last = -1
@@ -1087,11 +1096,12 @@ async def _gmqtt_noack(port: int, rm: int, cid: str, conn: Any) -> None:
         last = count
         await asyncio.sleep(1.0)
     conn.send(("count", count))
-    c._connection._transport.abort()  # noqa: SLF001 - leave without acking anything
+    c._connection._transport.abort()
 
 
 def _paho_noack(port: int, rm: int | None, cid: str, conn: Any, v311: bool = False) -> None:
     import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
@@ -1101,15 +1111,15 @@ def _paho_noack(port: int, rm: int | None, cid: str, conn: Any, v311: bool = Fal
         st["count"] += 1  # and never c.ack()
 
     if v311:  # v3.1.1 has no Receive Maximum; persistent session = clean_session False
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid,
                         protocol=mqtt.MQTTv311, manual_ack=True, clean_session=False)
         c.on_message = on_message
         c.connect(HOST, port)
     else:
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cid, protocol=mqtt.MQTTv5,
                         manual_ack=True)
         c.on_message = on_message
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = 3600
         if rm is not None:
             props.ReceiveMaximum = rm
@@ -1126,7 +1136,9 @@ def _paho_noack(port: int, rm: int | None, cid: str, conn: Any, v311: bool = Fal
             end = time.monotonic() + 1.0
         c.loop(0.1)
     conn.send(("count", st["count"]))
-    c.socket().close()
+    sock = c.socket()
+    if sock is not None:
+        sock.close()
 
 
 def probe_inflight(port: int, out: Any = sys.stdout) -> None:
@@ -1164,11 +1176,13 @@ def _sys_snapshot(port: int, secs: float = 2.5) -> dict[str, str]:
 def probe_queue(port: int, out: Any = sys.stdout) -> None:
     """QoS 1 for a disconnected persistent session beyond max_queued_messages."""
     print("\n== queue overflow: offline persistent session, 5000 QoS 1 published", file=out)
-    for label, extra in [("defaults (max_queued_messages 1000, max_inflight 20)",
+    cases: list[tuple[str, dict[str, Any]]] = [
+                         ("defaults (max_queued_messages 1000, max_inflight 20)",
                           {"max_queued_messages": None, "max_inflight_messages": None}),
                          ("max_queued_messages 1000, max_inflight_messages 0",
                           {"max_queued_messages": None, "max_inflight_messages": 0}),
-                         ("max_queued_messages 0 (unlimited)", {})]:
+                         ("max_queued_messages 0 (unlimited)", {})]
+    for label, extra in cases:
         with broker(port, sys_interval=1, **extra) as proc:
             cid = "probe-queue"
             create_session(port, cid)
@@ -1313,21 +1327,21 @@ def _gmqtt_client(cid: str, rm: int = 100) -> Any:
 
 def _trace_mids(c: Any, log: list[tuple[str, int, Any]]) -> None:
     """Record ("in", mid, dup) for inbound QoS 1 and ("puback", mid, reason) for PUBACKs."""
-    h = c._package_handler  # noqa: SLF001
-    orig_in = h._handle_qos_1_publish_packet  # noqa: SLF001
-    orig_out = c._send_command_with_mid  # noqa: SLF001
+    h = c._package_handler
+    orig_in = h._handle_qos_1_publish_packet
+    orig_out = c._send_command_with_mid
 
     def inbound(mid: int, packet: bytes, topic: str, props: Any) -> None:
         log.append(("in", mid, bool(props.get("dup"))))
         orig_in(mid, packet, topic, props)
 
     def outbound(cmd: int, mid: int, dup: bool, reason_code: int = 0) -> None:
-        closing = c._connection.is_closing()  # noqa: SLF001
+        closing = c._connection.is_closing()
         log.append(("puback-on-closed-conn" if closing else "puback", mid, reason_code))
         orig_out(cmd, mid, dup, reason_code=reason_code)
 
-    h._handle_qos_1_publish_packet = inbound  # noqa: SLF001
-    h._send_command_with_mid_callback = outbound  # noqa: SLF001
+    h._handle_qos_1_publish_packet = inbound
+    h._send_command_with_mid_callback = outbound
 
 
 async def _gmqtt_exceptions(port: int, out: Any) -> None:
@@ -1448,7 +1462,7 @@ async def _gmqtt_drop(port: int, out: Any, release: str) -> None:
     await c.connect(HOST, port)
     await asyncio.to_thread(_raw_pub, port, 3)
     await asyncio.sleep(0.5)
-    c._connection._transport.abort()  # noqa: SLF001 - simulate a network drop
+    c._connection._transport.abort()
     if release == "before_reconnect":
         await asyncio.sleep(0.1)
         gate.set()

@@ -129,6 +129,7 @@ async def _run(daemon: Daemon, pool: AsyncConnectionPool, notifier: Notifier, cl
         clock,
         metrics,
     )
+    metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
     store = ReadingStore(pool)
     writers = [
         Writer(f"writer-{n}", buffer, store, retry, clock, metrics) for n in range(ingest.writers)

@@ -98,6 +98,7 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
     if not directory.is_dir():
         print(f"sensord registry import: {directory} is not a directory", file=sys.stderr)
         return 2
+    started = time.monotonic()
     files, strays = read_directory(directory)
     if not files and not strays:
         expected = ", ".join(ENTITY_BY_FILE)
@@ -106,7 +107,6 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 1
-    started = time.monotonic()
     try:
         plan = run_import(conninfo, files, dry_run=args.dry_run or bool(strays))
     except RegistryRejected as exc:
@@ -130,11 +130,12 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
             f"{change.unchanged:>9} {change.deleted:>9}"
         )
     elapsed = time.monotonic() - started
-    print(
-        f"dry run, nothing applied ({elapsed:.2f} s)"
-        if args.dry_run
-        else f"applied in {elapsed:.2f} s"
-    )
+    if args.dry_run:
+        print(f"dry run, nothing applied ({elapsed:.2f} s)")
+    elif any(change.upserts or change.deletes for change in plan.changes.values()):
+        print(f"applied in {elapsed:.2f} s")
+    else:
+        print(f"nothing to change ({elapsed:.2f} s)")
     return 0
 
 
@@ -210,7 +211,7 @@ def describe(view: dict[str, Any]) -> str:
         if building:
             floors = f", {building['floors']} floors" if building["floors"] else ""
             where = f"{building['building_id']} {building['name']}{floors}, in {where}"
-        lines.append(f"building    {where}")
+        lines.append(f"{'building' if building else 'compound':<12}{where}")
         lines.append(
             "grid        " + " > ".join(f"{u['grid_id']} {u['name']}" for u in view["grid_chain"])
         )
@@ -226,8 +227,12 @@ def describe(view: dict[str, Any]) -> str:
         f"({s['org_id']}; covers {', '.join(s['covers'])})"
         for s in view["staff"]
     ] or ["  none"]
-    scope = "of the building group" if view["residents_of"] == "building_group" else ""
-    lines.append(f"residents {scope}".rstrip() + f" ({len(view['residents'])})")
+    scope = {
+        "floor": " on this floor",
+        "building": " of the building",
+        "building_group": " of the building group",
+    }.get(view["residents_of"], "")
+    lines.append(f"residents{scope} ({len(view['residents'])})")
     lines += [
         f"  {r['resident_id']} {r['name']} {r['phone'] or '-'} "
         f"[{', '.join(r['tags']) or 'no tags'}] at {r['address_id']}"

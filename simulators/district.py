@@ -50,19 +50,22 @@ class Scale:
     addresses: int
     residents: int
     compounds_per_area: tuple[int, int]
+    buildings_per_group: tuple[int, ...]  # drawn from, per building group
     property_companies: int
     elevator_vendors: int
 
 
 SCALES = {
-    "full": Scale((5, 5, 6), 40, 658, 25_639, 32_000, (2, 4), 6, 3),
-    "demo": Scale((2,), 4, 12, 300, 420, (1, 2), 1, 1),
+    "full": Scale((5, 5, 6), 40, 658, 25_639, 32_000, (2, 4), (1, 1, 2), 6, 3),
+    "demo": Scale((2,), 4, 12, 300, 420, (1, 2), (1,), 1, 1),
 }
 HEARTBEAT_S = {"smoke": 3600, "ebike": 300, "elevator": 60, "fire_lane": 600}
 MODELS = {"smoke": "SD-210", "ebike": "EBG-2", "elevator": "EMU-10", "fire_lane": "FLR-1"}
 PREFIXES = {"smoke": "SMK", "ebike": "EB", "elevator": "EL", "fire_lane": "FL"}
 ELDERLY_SHARE = 0.42
 EBIKE_DWELLING_SHARE = 0.08
+SHARED_KITCHENS = 0.95  # share of low-rise buildings with public kitchens
+SUBDIVIDED = 1.5  # dwellings per floor of a shared building, relative to others
 HOUSEHOLD_SIZES = ((1, 0.30), (2, 0.35), (3, 0.20), (4, 0.10), (5, 0.05))
 INSPECTED_FROM = date(2025, 7, 1)  # inspections fall due in the year after this date
 
@@ -91,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     print("  devices by kind: " + ", ".join(f"{k} {n}" for k, n in sorted(kinds.items())))
     print(
         "  resident tags: "
-        + ", ".join(f"{t} {n} ({n / residents:.0%})" for t, n in sorted(tags.items()))
+        + ", ".join(f"{t} {n} ({n / residents:.1%})" for t, n in sorted(tags.items()))
     )
     return 0
 
@@ -144,7 +147,7 @@ class _District:
         buildings, outdoor = self.compounds_and_buildings(groups)
         dwellings = self.places(buildings, outdoor)
         self.people(dwellings)
-        self.organisations(buildings)
+        self.organisations()
         self.devices(dwellings)
         return self.tables
 
@@ -214,7 +217,7 @@ class _District:
                 compound = compounds[index % count]
                 if index < count:
                     outdoor.append((compound, group))
-                for _ in range(rng.choice((1, 1, 2))):
+                for _ in range(rng.choice(self.scale.buildings_per_group)):
                     building_id = self.next_id("B", 5)
                     floors = rng.choices((2, 3, 5, 6, 7, 12, 18), (20, 20, 25, 20, 6, 6, 3))[0]
                     if index == len(area_groups) - 1:
@@ -251,15 +254,15 @@ class _District:
     ) -> list[Address]:
         """Shared places first (their number follows from the buildings), then dwellings."""
         rng = self.rng
-        shared_floors: dict[str, int] = {}
+        shared: set[str] = set()
         for building, group in buildings:
             floors = building.floors or 1
             self.place(
                 "stairwell", group, building.compound_id, building, f"{building.name} 楼梯间", None
             )
-            # 72% of dwellings share kitchens: old lane houses and walk-ups.
-            if floors <= 6 and rng.random() < 0.85:
-                shared_floors[building.building_id] = floors
+            # Old lane houses and walk-ups share a kitchen on each floor.
+            if floors <= 6 and rng.random() < SHARED_KITCHENS:
+                shared.add(building.building_id)
                 for floor in range(1, floors + 1):
                     self.place(
                         "public_kitchen",
@@ -293,7 +296,11 @@ class _District:
                 "bike_shed", group, compound.compound_id, None, f"{compound.name} 非机动车棚", None
             )
         remaining = self.scale.addresses - len(self.tables["addresses"])
-        weights = [float(b.floors or 1) for b, _ in buildings]
+        # Shared buildings are subdivided into more, smaller dwellings per floor,
+        # which is how 72% of all dwellings come to share a kitchen.
+        weights = [
+            (b.floors or 1) * (SUBDIVIDED if b.building_id in shared else 1.0) for b, _ in buildings
+        ]
         shares = apportion(remaining, weights, rng)
         dwellings: list[Address] = []
         for (building, group), count in zip(buildings, shares, strict=True):
@@ -341,7 +348,7 @@ class _District:
                     tags.add("disabled")
                 if elderly and rng.random() < 0.03:
                     tags.add("bedridden")
-                phone = None if rng.random() < 0.1 else f"100{rng.randrange(10**8):08d}"
+                phone = None if rng.random() < 0.1 else self.phone()
                 resident = Resident(
                     self.next_id("R", 6),
                     household.household_id,
@@ -362,7 +369,7 @@ class _District:
 
     # --- organisations, staff, who answers for what
 
-    def organisations(self, buildings: list[tuple[Building, GridUnit]]) -> None:
+    def organisations(self) -> None:
         units = {unit.grid_id: unit for unit in self.tables["grid_units"]}
         grids = [u for u in units.values() if u.level == "comprehensive_grid"]
         areas = [u for u in units.values() if u.level == "residential_area"]
@@ -391,7 +398,12 @@ class _District:
                 f"{self.word()}物业管理有限公司",
                 f"021-6100{n:04d}",
             )
-            served = compounds[n - 1 :: self.scale.property_companies]
+            # Each company manages a run of neighbouring compounds.
+            served = [
+                c
+                for i, c in enumerate(compounds)
+                if i * self.scale.property_companies // len(compounds) == n - 1
+            ]
             for compound in served:
                 self.cover(company, "compound", compound.compound_id, "any", "responder")
             self.crew(company, "property_staff", 2, sorted({c.area_id for c in served}))

@@ -80,7 +80,7 @@ def load(conn: psycopg.Connection) -> dict[str, dict[Key, DbRow]]:
 
 
 def apply(conn: psycopg.Connection, changes: Mapping[str, Changes]) -> None:
-    """Write the changes: upserts parents first, then deletes children first."""
+    """Write the changes: upserts, then deletes (every key is checked at commit)."""
     for entity in ENTITIES:
         change = changes.get(entity.name)
         if change and change.upserts:
@@ -221,6 +221,7 @@ FROM unnest(%(grids)s::text[]) WITH ORDINALITY AS c(grid_id, rank)
 JOIN staff_grid_units sg ON sg.grid_id = c.grid_id
 JOIN staff s ON s.staff_id = sg.staff_id
 JOIN organisations o ON o.org_id = s.org_id
+WHERE s.org_id = ANY(%(orgs)s)
 GROUP BY s.staff_id, o.org_type
 ORDER BY max(c.rank) DESC, s.role, s.staff_id
 """
@@ -230,8 +231,11 @@ FROM households h JOIN residents r ON r.household_id = h.household_id
 WHERE h.address_id = ANY(%s)
 ORDER BY h.address_id, h.household_id, r.resident_id
 """
-_GROUP_DWELLINGS = """
-SELECT address_id FROM addresses WHERE building_group_id = %s AND place_type = 'dwelling'
+_NEARBY_DWELLINGS = """
+SELECT address_id FROM addresses
+WHERE place_type = 'dwelling' AND CASE
+    WHEN %(building)s::text IS NULL THEN building_group_id = %(group)s
+    ELSE building_id = %(building)s AND (%(floor)s::int IS NULL OR floor = %(floor)s) END
 """
 _DEVICES = """
 SELECT d.device_id, d.kind, d.model, d.installed_on, d.heartbeat_s, d.inspection_due,
@@ -249,8 +253,12 @@ ORDER BY d.device_id
 def panorama(conn: psycopg.Connection, ident: str) -> dict[str, Any] | None:
     """Everything known around a device or an address, unmasked; None if neither exists.
 
-    For a dwelling the residents are its households'; for a shared place,
-    those of every dwelling of its building group (the people it serves).
+    Responsible organisations are those whose scope holds the place, for the
+    device's kind (any kind for an address); staff, those of these
+    organisations who cover a unit of the grid chain. Residents are the
+    people a place concerns: a dwelling's own; for a shared place, those
+    living on its floor of its building, in its building, or (outdoors) in
+    its building group.
     """
     with conn.cursor(row_factory=dict_row) as cur:
         device = cur.execute(_DEVICE, (ident,)).fetchone()
@@ -302,17 +310,33 @@ def _surroundings(cur: psycopg.Cursor[dict[str, Any]], view: dict[str, Any], pla
         _RESPONSIBLE,
         {"types": [t for t, _ in scopes], "ids": [i for _, i in scopes], "kind": view["kind"]},
     ).fetchall()
+    orgs = sorted({row["org_id"] for row in view["responsible"]})
     view["staff"] = cur.execute(
-        _STAFF, {"grids": [unit["grid_id"] for unit in chain[1:]]}
+        _STAFF, {"grids": [unit["grid_id"] for unit in chain[1:]], "orgs": orgs}
     ).fetchall()
-    if place["place_type"] == "dwelling":
-        view["residents_of"] = "dwelling"
+    view["residents_of"] = _served_by(place)
+    if view["residents_of"] == "dwelling":
         dwellings = [place["address_id"]]
     else:
-        view["residents_of"] = "building_group"
-        cur.execute(_GROUP_DWELLINGS, (place["building_group_id"],))
+        cur.execute(
+            _NEARBY_DWELLINGS,
+            {
+                "group": place["building_group_id"],
+                "building": place["building_id"],
+                "floor": place["floor"],
+            },
+        )
         dwellings = [row["address_id"] for row in cur.fetchall()]
     view["residents"] = cur.execute(_RESIDENTS, (dwellings,)).fetchall()
+
+
+def _served_by(place: Mapping[str, Any]) -> str:
+    """Whose residents a place concerns: its own, its floor's, its building's, or its group's."""
+    if place["place_type"] == "dwelling":
+        return "dwelling"
+    if place["building_id"] is None:
+        return "building_group"
+    return "building" if place["floor"] is None else "floor"
 
 
 def _jsonable(row: Mapping[str, Any]) -> dict[str, Any]:

@@ -377,37 +377,15 @@ class Registry:
 # --- cross-row checks ------------------------------------------------------------
 
 
-def _check_grid_unit(row: GridUnit, reg: Registry) -> Problems:
-    depth = LEVELS.index(row.level)
-    if depth == 0:
-        found: object = reg.ref(STREETS, row.parent_id, "street")
-        if isinstance(found, str):
-            yield "parent_id", found
-        return
-    parent = reg.ref(GRID_UNITS, row.parent_id, "grid unit")
-    if isinstance(parent, str):
-        yield "parent_id", parent
-    elif parent is not None and parent.level != LEVELS[depth - 1]:
-        yield "parent_id", f"{row.parent_id!r} is a {parent.level}; expected a {LEVELS[depth - 1]}"
-
-
-def _check_organisation(row: Organisation, reg: Registry) -> Problems:
-    found = reg.ref(STREETS, row.street_id, "street")
+def _exists(
+    reg: Registry, column: str, entity: Entity[Any], ident: str | None, what: str
+) -> Problems:
+    found = reg.ref(entity, ident, what) if ident is not None else None
     if isinstance(found, str):
-        yield "street_id", found
+        yield column, found
 
 
-def _check_compound(row: Compound, reg: Registry) -> Problems:
-    yield from _expect_level(reg, "area_id", row.area_id, "residential_area")
-
-
-def _check_building(row: Building, reg: Registry) -> Problems:
-    found = reg.ref(COMPOUNDS, row.compound_id, "compound")
-    if isinstance(found, str):
-        yield "compound_id", found
-
-
-def _expect_level(reg: Registry, column: str, grid_id: str, level: str) -> Problems:
+def _at_level(reg: Registry, column: str, grid_id: str, level: str) -> Problems:
     unit = reg.ref(GRID_UNITS, grid_id, "grid unit")
     if isinstance(unit, str):
         yield column, unit
@@ -415,41 +393,54 @@ def _expect_level(reg: Registry, column: str, grid_id: str, level: str) -> Probl
         yield column, f"{grid_id!r} is a {unit.level}; expected a {level}"
 
 
+def _check_grid_unit(row: GridUnit, reg: Registry) -> Problems:
+    depth = LEVELS.index(row.level)
+    if depth == 0:
+        yield from _exists(reg, "parent_id", STREETS, row.parent_id, "street")
+    else:
+        yield from _at_level(reg, "parent_id", row.parent_id, LEVELS[depth - 1])
+
+
+def _check_organisation(row: Organisation, reg: Registry) -> Problems:
+    yield from _exists(reg, "street_id", STREETS, row.street_id, "street")
+
+
+def _check_compound(row: Compound, reg: Registry) -> Problems:
+    yield from _at_level(reg, "area_id", row.area_id, "residential_area")
+
+
+def _check_building(row: Building, reg: Registry) -> Problems:
+    yield from _exists(reg, "compound_id", COMPOUNDS, row.compound_id, "compound")
+
+
 def _row_check_address(row: Address) -> Problems:
     if row.building_id is None and row.place_type not in OUTDOOR_PLACES:
-        yield (
-            "building_id",
-            f"required for a {row.place_type} (only fire_lane, bike_shed may omit it)",
-        )
+        yield "building_id", f"required for a {row.place_type} (only fire_lane, bike_shed omit it)"
 
 
 def _check_address(row: Address, reg: Registry) -> Problems:
-    group_problems = list(_expect_level(reg, "building_group_id", row.building_group_id, LEVELS[3]))
+    group_problems = list(_at_level(reg, "building_group_id", row.building_group_id, LEVELS[3]))
     yield from group_problems
     compound = reg.ref(COMPOUNDS, row.compound_id, "compound")
     if isinstance(compound, str):
         yield "compound_id", compound
-    if row.building_id is not None:
-        building = reg.ref(BUILDINGS, row.building_id, "building")
-        if isinstance(building, str):
-            yield "building_id", building
-        elif building is not None and building.compound_id != row.compound_id:
-            yield (
-                "building_id",
-                (
-                    f"{row.building_id!r} is in compound {building.compound_id!r}, "
-                    f"not {row.compound_id!r}"
-                ),
-            )
-    if group_problems or not isinstance(compound, Compound):
+        return  # the building and the area are checked against the right compound only
+    building = reg.ref(BUILDINGS, row.building_id, "building") if row.building_id else None
+    if isinstance(building, str):
+        yield "building_id", building
+    elif building is not None and building.compound_id != row.compound_id:
+        yield "building_id", f"is in compound {building.compound_id!r}, not {row.compound_id!r}"
+    area = reg.get(GRID_UNITS, compound.area_id) if compound is not None else None
+    if group_problems or area is None or area.level != "residential_area":
         return
-    area = reg.ancestor(row.building_group_id, "residential_area")
-    if area is not None and area.grid_id != compound.area_id:
+    # The grid and the compounds are two maps of the same ground: they must agree.
+    group_area = reg.ancestor(row.building_group_id, "residential_area")
+    if group_area is not None and group_area != area:
         yield (
             "building_group_id",
             (
-                f"{row.building_group_id!r} is in residential area {area.grid_id!r}, but compound "
-                f"{row.compound_id!r} is in {compound.area_id!r}"
+                f"is in residential area {group_area.grid_id!r}; compound {row.compound_id!r} "
+                f"is in {area.grid_id!r}"
             ),
         )
 
@@ -463,49 +454,35 @@ def _check_household(row: Household, reg: Registry) -> Problems:
 
 
 def _check_resident(row: Resident, reg: Registry) -> Problems:
-    found = reg.ref(HOUSEHOLDS, row.household_id, "household")
-    if isinstance(found, str):
-        yield "household_id", found
+    yield from _exists(reg, "household_id", HOUSEHOLDS, row.household_id, "household")
 
 
 def _check_staff(row: Staff, reg: Registry) -> Problems:
-    found = reg.ref(ORGANISATIONS, row.org_id, "organisation")
-    if isinstance(found, str):
-        yield "org_id", found
+    yield from _exists(reg, "org_id", ORGANISATIONS, row.org_id, "organisation")
 
 
 def _check_staff_grid_unit(row: StaffGridUnit, reg: Registry) -> Problems:
-    staff = reg.ref(STAFF, row.staff_id, "staff member")
-    if isinstance(staff, str):
-        yield "staff_id", staff
-    unit = reg.ref(GRID_UNITS, row.grid_id, "grid unit")
-    if isinstance(unit, str):
-        yield "grid_id", unit
+    yield from _exists(reg, "staff_id", STAFF, row.staff_id, "staff member")
+    yield from _exists(reg, "grid_id", GRID_UNITS, row.grid_id, "grid unit")
 
 
-_SCOPES: Mapping[str, Entity[Any]]  # filled once the entities exist
+_SCOPES: Mapping[str, Entity[Any]]  # filled in once the entities exist
 
 
 def _check_responsibility(row: Responsibility, reg: Registry) -> Problems:
-    org = reg.ref(ORGANISATIONS, row.org_id, "organisation")
-    if isinstance(org, str):
-        yield "org_id", org
-    scope = reg.ref(_SCOPES[row.scope_type], row.scope_id, row.scope_type)
-    if isinstance(scope, str):
-        yield "scope_id", scope
+    yield from _exists(reg, "org_id", ORGANISATIONS, row.org_id, "organisation")
+    yield from _exists(reg, "scope_id", _SCOPES[row.scope_type], row.scope_id, row.scope_type)
 
 
 def _check_device(row: Device, reg: Registry) -> Problems:
-    if row.address_id is not None:
-        address = reg.ref(ADDRESSES, row.address_id, "address")
-        if isinstance(address, str):
-            yield "address_id", address
-        elif address is not None and address.place_type not in PLACES_FOR_KIND[row.kind]:
-            yield "address_id", f"a {row.kind} device cannot be at a {address.place_type}"
-    if row.maintainer_org_id is not None:
-        org = reg.ref(ORGANISATIONS, row.maintainer_org_id, "organisation")
-        if isinstance(org, str):
-            yield "maintainer_org_id", org
+    address = reg.ref(ADDRESSES, row.address_id, "address") if row.address_id else None
+    if isinstance(address, str):
+        yield "address_id", address
+    elif address is not None and address.place_type not in PLACES_FOR_KIND[row.kind]:
+        yield "address_id", f"a {row.kind} device cannot be at a {address.place_type}"
+    yield from _exists(
+        reg, "maintainer_org_id", ORGANISATIONS, row.maintainer_org_id, "organisation"
+    )
 
 
 def _street_of_unit(row: GridUnit, reg: Registry) -> tuple[str]:
@@ -641,7 +618,9 @@ class RowError:
 
     def __str__(self) -> str:
         where = self.file if self.line is None else f"{self.file}:{self.line}"
-        return f"{where}: {self.column or '-'}: {self.reason}"
+        if self.column is None:
+            return f"{where}: {self.reason}"
+        return f"{where}: {self.column}: {self.reason}"
 
     def sort_key(self) -> tuple[int, int, str]:
         """Files in apply order, then lines."""
@@ -695,14 +674,19 @@ def parse_file(entity: Entity[R], text: str) -> ParsedFile[R]:
     parsed = ParsedFile(entity)
     reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
-        layout = _layout(entity, next(reader, None), parsed)
-        if layout is None:
+        header = next(reader, None)
+        layout = _layout(entity, header, parsed)
+        if header is None or layout is None:
             parsed.unreadable = True
             return parsed
         line = reader.line_num + 1
         for record in reader:
-            if record:  # blank lines are not rows
-                _parse_record(entity, record, layout, line, parsed)
+            if len(record) == len(header):
+                cells = ["" if index is None else record[index] for index in layout]
+                _parse_record(entity, cells, line, parsed)
+            elif record:  # a blank line is not a row
+                why = f"{len(record)} cells; the header has {len(header)}"
+                parsed.errors.append(RowError(entity.file, line, None, why))
             line = reader.line_num + 1
     except csv.Error as exc:
         parsed.errors.append(RowError(entity.file, reader.line_num, None, f"bad CSV: {exc}"))
@@ -713,7 +697,8 @@ def parse_file(entity: Entity[R], text: str) -> ParsedFile[R]:
 def _layout(
     entity: Entity[Any], header: list[str] | None, parsed: ParsedFile[Any]
 ) -> list[int | None] | None:
-    """For each column, its index in the file's records (None: left out, read as empty)."""
+    """For each column, its index in the file's records (None: left out, read as empty);
+    None if the header is unusable (the errors say why)."""
     file = entity.file
     if not header:
         expected = ",".join(entity.header)
@@ -735,25 +720,14 @@ def _layout(
     parsed.errors.extend(errors)
     if errors:
         return None
-    indexes: list[int | None] = [header.index(n) if n in header else None for n in entity.header]
-    return [*indexes, len(header)]
+    return [header.index(name) if name in header else None for name in entity.header]
 
 
-def _parse_record(
-    entity: Entity[R], record: list[str], layout: list[int | None], line: int, parsed: ParsedFile[R]
-) -> None:
-    *indexes, width = layout
-    if len(record) != width:
-        parsed.errors.append(
-            RowError(entity.file, line, None, f"{len(record)} cells; the header has {width}")
-        )
-        return
-    cells = ["" if index is None else record[index] for index in indexes]
+def _parse_record(entity: Entity[R], cells: list[str], line: int, parsed: ParsedFile[R]) -> None:
     result = parse_row(entity, cells)
     if isinstance(result, list):
         parsed.errors.extend(RowError(entity.file, line, col, why) for col, why in result)
-        key = tuple(cells[: entity.key_size])
-        parsed.invalid.add(key)
+        parsed.invalid.add(tuple(cells[: entity.key_size]))
         return
     key = entity.key(result)
     first = parsed.lines.get(key)
@@ -825,9 +799,9 @@ def plan_import(
     if errors:
         return ImportPlan(sorted(errors, key=RowError.sort_key), {})
     changes = {
-        name: _diff(_db_rows(files[name].entity, reg), current.get(name, {}))
-        for name in (entity.name for entity in ENTITIES)
-        if name in files
+        entity.name: _diff(_db_rows(entity, reg), current.get(entity.name, {}))
+        for entity in ENTITIES
+        if entity.name in files
     }
     return ImportPlan([], changes)
 
@@ -869,7 +843,7 @@ def _diff(new: Mapping[Key, DbRow], old: Mapping[Key, DbRow]) -> Changes:
         if before is None:
             inserted += 1
             upserts.append(row)
-        elif tuple(before) != tuple(row):
+        elif before != row:
             updated += 1
             upserts.append(row)
     deletes = sorted(key for key in old if key not in new)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import NamedTuple
@@ -55,12 +56,14 @@ class IngestBuffer:
         self._commits: dict[int, asyncio.Future[None]] = {}
         self._wake = asyncio.Event()
         self._accepting = True
+        self._space_waiters: deque[asyncio.Future[None]] = deque()
+        self.received = 0  # messages taken into batches; read by the metrics at scrape time
 
     async def handle(self, topic: str, payload: bytes) -> None:
         """Take one message; return once it is committed (reading or dead letter).
 
-        Raises CapacityError or ShutdownError when the message was not taken:
-        the caller must then not acknowledge it.
+        Raises ShutdownError when the message was not taken (the daemon is
+        stopping): the caller must then not acknowledge it.
         """
         if not self._accepting:
             self._metrics.refused.labels("shutdown").inc()
@@ -71,20 +74,35 @@ class IngestBuffer:
             decoded = self._decode(topic, payload, received_at, self._devices())
         except PayloadError as exc:
             decoded = DeadLetter(received_at, topic, payload, exc.reason, exc.detail, exc.device_id)
-        try:
-            batch = self._batcher.add(Item(topic, payload, decoded), self._clock.monotonic())
-        except CapacityError:
-            self._metrics.refused.labels("capacity").inc()
-            raise
-        self._metrics.received.inc()
-        self._metrics.in_flight.inc()
+        item = Item(topic, payload, decoded)
+        while True:
+            try:
+                batch = self._batcher.add(item, self._clock.monotonic())
+                break
+            except CapacityError:
+                await self._wait_for_space()
+        self.received += 1
         committed = self._commits.get(batch.number)
         if committed is None:
             committed = self._commits[batch.number] = asyncio.get_running_loop().create_future()
             self._wake.set()  # a writer may be idle, waiting for a first item
         elif len(batch.items) >= self._batcher.policy.max_items:
             self._wake.set()
-        await asyncio.shield(committed)
+        # Shared by the whole batch; only cancelled if the loop itself shuts down.
+        await committed
+
+    async def _wait_for_space(self) -> None:
+        # Only reachable when the broker sends more than the Receive Maximum we
+        # announced (Mosquitto 2.0 does on resuming a session with a large
+        # backlog, docs/benchmarks.md). The message then waits here, in FIFO
+        # order, still unacknowledged; the batcher's bound holds.
+        if not self._accepting:
+            self._metrics.refused.labels("shutdown").inc()
+            raise ShutdownError("not accepting messages: shutting down")
+        self._metrics.capacity_waits.inc()
+        space = asyncio.get_running_loop().create_future()
+        self._space_waiters.append(space)
+        await space
 
     async def next_batch(self) -> Batch[Item] | None:
         """Wait until a batch is due and cut it; None once stopped and empty."""
@@ -102,13 +120,18 @@ class IngestBuffer:
     def settle(self, batch: Batch[Item], error: BaseException | None = None) -> None:
         """Release the batch's handlers: acknowledged if ``error`` is None, else left unacked."""
         self._batcher.release(batch)
-        self._metrics.in_flight.dec(len(batch.items))
+        for _ in range(min(len(batch.items), len(self._space_waiters))):
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
         committed = self._commits.pop(batch.number)
+        if committed.done():  # cancelled with the loop
+            return
         if error is None:
             committed.set_result(None)
         else:
             committed.set_exception(error)
-            committed.exception()  # retrieved here; each handler re-raises its own copy
+            committed.exception()  # retrieved here; each handler re-raises it
 
     def stop_accepting(self) -> None:
         """Refuse new messages from now on and cut what is open for a final flush."""
@@ -127,6 +150,11 @@ class IngestBuffer:
                 committed.set_exception(error)
                 committed.exception()
             del self._commits[number]
+        while self._space_waiters:
+            waiter = self._space_waiters.popleft()
+            if not waiter.done():
+                waiter.set_exception(error)
+                waiter.exception()
         return count
 
     @property

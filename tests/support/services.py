@@ -108,7 +108,16 @@ def create_database() -> str:
 def drop_database(dsn: str) -> None:
     name = dsn.rsplit("/", 1)[1]
     with psycopg.connect(ADMIN_DSN, autocommit=True) as conn:
-        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        for attempt in range(50):
+            try:
+                conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+                return
+            except psycopg.errors.InsufficientPrivilege:
+                # A server-side worker still holds it (a database server configured
+                # with TimescaleDB background workers); it lets go within seconds.
+                if attempt == 49:
+                    raise
+                time.sleep(0.2)
 
 
 def scrape(port: int) -> dict[str, float]:
