@@ -1162,6 +1162,99 @@ def probe_inflight(port: int, out: Any = sys.stdout) -> None:
                       flush=True)
 
 
+def probe_resume(port: int, out: Any = sys.stdout) -> None:
+    """Receive Maximum when a session with a backlog is resumed: the backlog is queued while
+    the client is away, then the client reconnects with Receive Maximum R and never acks."""
+    print("\n== inflight on session resume: backlog queued offline, reconnect with RM=R, no "
+          "acks", file=out)
+    backlog = 5000
+    for label, mim in [("default(20)", None), ("0", 0), ("5000", 5000)]:
+        with broker(port, max_inflight_messages=mim) as _:
+            for rm_create, rm in [(None, 10), (None, 1000), (10, 10), (1000, 10), (100, 1000)]:
+                cid = "probe-resume"
+                c = RawClient(port, cid, clean_start=True, session_expiry=3600,
+                              receive_maximum=rm_create)
+                c.subscribe(SUB_FILTER, 1)
+                c.disconnect()
+                _raw_pub(port, backlog)
+                c = RawClient(port, cid, clean_start=False, session_expiry=3600,
+                              receive_maximum=rm)
+                first = [p for p in c.packets_until_quiet(1.5) if isinstance(p, InPublish)]
+                # then ack one and see how many more come (steady state after the burst)
+                if first and first[0].mid is not None:
+                    c.puback(first[0].mid)
+                more = [p for p in c.packets_until_quiet(1.0) if isinstance(p, InPublish)]
+                c.close()
+                print(f"max_inflight_messages={label:11} session created with RM={rm_create!s:5}"
+                      f" resumed with RM={rm:<5}: {len(first):5} unacked PUBLISHes on resume; "
+                      f"+{len(more)} after 1 PUBACK", file=out, flush=True)
+            # live traffic after the resume burst, same connection settings
+            c = RawClient(port, "probe-resume", clean_start=True, session_expiry=3600,
+                          receive_maximum=10)
+            c.subscribe(SUB_FILTER, 1)
+            _raw_pub(port, 1000)
+            live = [p for p in c.packets_until_quiet(1.5) if isinstance(p, InPublish)]
+            c.close()
+            print(f"max_inflight_messages={label:11} (control) connected with RM=10, 1000 "
+                  f"published live: {len(live)} unacked", file=out, flush=True)
+
+
+def probe_window(port: int, out: Any = sys.stdout) -> None:
+    """Does Receive Maximum bound what a *batching* consumer holds unacknowledged when the
+    broker has a backlog? The consumer acks everything it holds every 20 ms ("commit")."""
+    print("\n== window under backlog: consumer with Receive Maximum R acks in 20 ms batches",
+          file=out)
+    backlog = 20000
+    for label, settings in [("max_inflight_messages 0", {}),
+                            ("max_inflight_messages 20 (default)",
+                             {"max_inflight_messages": None})]:
+        print(f"-- {label}, max_queued_messages 0", file=out)
+        _probe_window(port, backlog, settings, out)
+
+
+def _probe_window(port: int, backlog: int, settings: dict[str, Any], out: Any) -> None:
+    with broker(port, **settings) as _:
+        for rm in (10, 100, 1000):
+            for how in ("offline backlog", "online backlog"):
+                cid = "probe-window"
+                create_session(port, cid)
+                if how == "offline backlog":
+                    _raw_pub(port, backlog)
+                    c = RawClient(port, cid, clean_start=False, session_expiry=3600,
+                                  receive_maximum=rm)
+                else:
+                    c = RawClient(port, cid, clean_start=False, session_expiry=3600,
+                                  receive_maximum=rm)
+                    _raw_pub(port, backlog)
+                pending: list[int] = []
+                got, max_pending, commits = 0, 0, 0
+                next_commit = time.monotonic() + 0.02
+                while got < backlog:
+                    try:
+                        ptype, flags, body = c.read_packet(max(0.0, next_commit -
+                                                               time.monotonic()) or 0.001)
+                        if ptype == PUBLISH:
+                            ip = parse_publish(flags, body)
+                            assert ip.mid is not None
+                            pending.append(ip.mid)
+                            got += 1
+                            max_pending = max(max_pending, len(pending))
+                    except TimeoutError:
+                        pass
+                    if time.monotonic() >= next_commit:
+                        if pending:
+                            c.sock.sendall(b"".join(puback_packet(m) for m in pending))
+                            pending.clear()
+                            commits += 1
+                        next_commit = time.monotonic() + 0.02
+                        if got and commits > 10000:
+                            break
+                c.disconnect()
+                print(f"RM={rm:<5} {how}: max unacknowledged held by the consumer "
+                      f"{max_pending:6} (= {max_pending / rm:.0f} x RM) over {commits} commits",
+                      file=out, flush=True)
+
+
 def _sys_snapshot(port: int, secs: float = 2.5) -> dict[str, str]:
     c = RawClient(port, "probe-sys")
     c.subscribe("$SYS/#", 0)
@@ -1500,12 +1593,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--parse", action="store_true", help="json.loads each payload")
     ap.add_argument("--pub-compare", action="store_true", help="compare publisher variants")
     ap.add_argument("--probe",
-                    choices=["inflight", "queue", "queue_online", "shared", "gmqtt", "all"])
+                    choices=["inflight", "resume", "window", "queue", "queue_online", "shared",
+                             "gmqtt", "all"])
     args = ap.parse_args(argv)
     if args.port == 1883:
         ap.error("1883 is the machine's broker")
     if args.probe:
-        probes = {"inflight": probe_inflight, "queue": probe_queue,
+        probes = {"inflight": probe_inflight, "resume": probe_resume, "window": probe_window,
+                  "queue": probe_queue,
                   "queue_online": probe_queue_online, "shared": probe_shared,
                   "gmqtt": probe_gmqtt}
         for name, fn in probes.items():

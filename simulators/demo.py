@@ -1,4 +1,4 @@
-"""The README demo: register a few devices, run the daemon, publish a burst, print what landed."""
+"""The README demo: import the demo district, run the daemon, publish a burst, print what landed."""
 
 from __future__ import annotations
 
@@ -19,29 +19,28 @@ from simulators.protocol import SimDevice, encode, reading, topic
 from simulators.publisher import Publisher
 
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
-KINDS = {"smoke": "SMK", "ebike": "EB", "elevator": "EL", "fire_lane": "FL"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m simulators demo``."""
     parser.add_argument("--dsn", default=os.environ.get("SENSORD_DATABASE__DSN", DEFAULT_DSN))
     parser.add_argument("--mqtt-port", type=int, default=1883)
-    parser.add_argument("--devices", type=int, default=40, help="devices per kind")
     parser.add_argument("--readings", type=int, default=25, help="readings per device")
     parser.add_argument("--seed", type=int, default=1)
-    parser.add_argument("--log", type=Path, default=Path("demo-out/sensord.log"))
+    parser.add_argument("--out", type=Path, default=Path("demo-out"))
 
 
 def main(args: argparse.Namespace) -> int:
     """Run the demo; 0 when everything published was stored or dead-lettered."""
     rng = random.Random(args.seed)
-    fleet = [
-        SimDevice(f"{prefix}-DEMO{n:04d}", kind, "jd01")
-        for kind, prefix in KINDS.items()
-        for n in range(args.devices)
-    ]
+    args.log = args.out / "sensord.log"
+    import_district(args)
     with psycopg.connect(args.dsn, autocommit=True) as db:
-        register(db, fleet)
+        fleet = [
+            SimDevice(*row)
+            for row in db.execute("SELECT device_id, kind, street FROM devices ORDER BY device_id")
+        ]
+        print(f"{len(fleet)} devices in the registry")
         before = totals(db)
         daemon, metrics_port = start_daemon(args)
         try:
@@ -52,6 +51,7 @@ def main(args: argparse.Namespace) -> int:
                 f"to 127.0.0.1:{args.mqtt_port} ..."
             )
             started = time.monotonic()
+            since = datetime.now(UTC)
             with Publisher(port=args.mqtt_port) as publisher:
                 publisher.publish(good + bad)
             expected = before[0] + before[1] + len(good) + len(bad)
@@ -59,7 +59,7 @@ def main(args: argparse.Namespace) -> int:
             while sum(totals(db)) < expected and time.monotonic() < deadline:
                 time.sleep(0.1)
             elapsed = time.monotonic() - started
-            summary(db, before, len(good), len(bad), elapsed, metrics_port)
+            summary(db, before, since, (len(good), len(bad)), elapsed, metrics_port)
         finally:
             daemon.send_signal(signal.SIGTERM)
             code = daemon.wait(30)
@@ -68,14 +68,28 @@ def main(args: argparse.Namespace) -> int:
         return 0 if (stored - before[0], dead - before[1]) == (len(good), len(bad)) else 1
 
 
-def register(db: psycopg.Connection, fleet: list[SimDevice]) -> None:
-    """Put the demo devices in the device directory (the daemon reloads on NOTIFY)."""
-    with db.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO devices (device_id, kind, street) VALUES (%s, %s, %s) "
-            "ON CONFLICT (device_id) DO NOTHING",
-            [(d.device_id, d.kind, d.street) for d in fleet],
-        )
+def import_district(args: argparse.Namespace) -> None:
+    """Generate the demo district and load it with `sensord registry import` (a no-op re-run)."""
+    district = args.out / "district"
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "simulators",
+            "district",
+            "--seed",
+            str(args.seed),
+            "--scale",
+            "demo",
+            "--out",
+            str(district),
+        ],
+        check=True,
+    )
+    env = dict(os.environ, SENSORD_DATABASE__DSN=args.dsn)
+    subprocess.run(
+        [sys.executable, "-m", "sensord", "registry", "import", str(district)], check=True, env=env
+    )
 
 
 def burst(fleet: list[SimDevice], per_device: int, rng: random.Random) -> list[tuple[str, bytes]]:
@@ -93,27 +107,20 @@ def burst(fleet: list[SimDevice], per_device: int, rng: random.Random) -> list[t
 
 def malformed(fleet: list[SimDevice], rng: random.Random) -> list[tuple[str, bytes]]:
     """One message per dead-letter reason a real fleet produces."""
-    smoke = fleet[0]
+    smoke = next(device for device in fleet if device.kind == "smoke")
+    other = next(device for device in fleet if device.kind != "smoke")
     ts = datetime.now(UTC).isoformat()
+    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
     return [
         (topic(smoke), b'{"ts": "2026-11-26T14:00:00+08:00", "seq": 1, "smoke": tru'),
         (topic(smoke), encode({"ts": ts, "seq": 1, "smoke": "yes"})),
         (
-            topic(SimDevice("SMK-UNREGISTERED", "smoke", "jd01")),
+            topic(SimDevice("SMK-UNREGISTERED", "smoke", smoke.street)),
             encode({"ts": ts, "seq": 1, "smoke": False}),
         ),
-        (topic(fleet[-1], "smoke"), encode({"ts": ts, "seq": 1, "smoke": False})),
-        (
-            topic(smoke),
-            encode(
-                {
-                    "ts": (datetime.now(UTC) + timedelta(days=1)).isoformat(),
-                    "seq": 2,
-                    "smoke": False,
-                }
-            ),
-        ),
-        ("sensord/v1/jd01/gas/GAS-1", encode({"ts": ts, "seq": 1})),
+        (topic(other, "smoke"), encode({"ts": ts, "seq": 1, "smoke": False})),
+        (topic(smoke), encode({"ts": future, "seq": 2, "smoke": False})),
+        (f"sensord/v1/{smoke.street}/gas/GAS-1", encode({"ts": ts, "seq": 1})),
         (topic(smoke), b"\x00" * 20_000),
     ]
 
@@ -172,27 +179,30 @@ def totals(db: psycopg.Connection) -> tuple[int, int]:
 def summary(
     db: psycopg.Connection,
     before: tuple[int, int],
-    good: int,
-    bad: int,
+    since: datetime,
+    published: tuple[int, int],
     elapsed: float,
     metrics_port: int,
 ) -> None:
     """Print what was stored and dead-lettered by this run."""
     stored, dead = totals(db)
+    good, bad = published
     print(
         f"\nstored {stored - before[0]}/{good} readings and {dead - before[1]}/{bad} dead letters "
         f"in {elapsed:.2f} s"
     )
-    print("\nreadings by kind (last 10 minutes):")
+    print("\nreadings of this run by kind:")
     for kind, n, latest in db.execute(
         "SELECT kind, count(*), max(ts) FROM readings "
-        "WHERE received_at > now() - interval '10 minutes' GROUP BY kind ORDER BY kind"
+        "WHERE received_at >= %s GROUP BY kind ORDER BY kind",
+        (since,),
     ):
         print(f"  {kind:<10} {n:>6}   latest device ts {latest:%Y-%m-%d %H:%M:%S%z}")
-    print("\ndead letters (last 10 minutes):")
+    print("\ndead letters of this run:")
     for reason, detail, size in db.execute(
         "SELECT reason, detail, octet_length(payload) FROM dead_letters "
-        "WHERE received_at > now() - interval '10 minutes' ORDER BY id"
+        "WHERE received_at >= %s ORDER BY id",
+        (since,),
     ):
         print(f"  {reason:<22} {size:>6} bytes  {detail[:70]}")
     metrics = scrape(metrics_port)
