@@ -32,6 +32,11 @@ def _parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check-config", help="validate and print the effective config")
     check.add_argument("--json", action="store_true", help="print as JSON")
     registry_cli.add_parser(commands)
+    rules = commands.add_parser("rules", help="rule files").add_subparsers(
+        dest="rules_command", required=True
+    )
+    rules_check = rules.add_parser("check", help="validate a rule directory (all or nothing)")
+    rules_check.add_argument("directory", type=Path, nargs="?", default=Path("rules"))
     return parser
 
 
@@ -51,6 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "migrate": _migrate,
         "check-config": _check_config,
         "registry": registry_cli.run,
+        "rules": _rules_check,
     }
     return handlers[args.command](settings, args)
 
@@ -95,4 +101,18 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
             for key, value in values.items():
                 print(f"{key} = {json.dumps(value)}")
             print()
+    return 0
+
+
+def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.rule_files import load_rules
+    from sensord.core.rules.model import RuleError
+
+    try:
+        rules = load_rules(args.directory)
+    except RuleError as exc:
+        for problem in exc.problems:
+            print(f"{args.directory}/{problem}", file=sys.stderr)
+        return 1
+    print(f"{len(rules.rules)} rules in {len(rules.sources)} files: ok")
     return 0

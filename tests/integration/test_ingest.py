@@ -14,7 +14,7 @@ import pytest
 
 from simulators.protocol import SimDevice, encode, reading, topic
 from simulators.publisher import Publisher
-from tests.support.services import REPO, Broker, Daemon, wait_until
+from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -335,3 +335,39 @@ def test_broker_restart_resumes_consumption(
     total = len(first) + len(second) + len(third)
     wait_until(lambda: count(db, "readings") == total, 20, "messages queued across the restart")
     assert sensord.terminate() == 0
+
+
+def test_two_instances_in_a_shared_subscription_split_the_load(
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
+) -> None:
+    fleet = devices(50)
+    first = daemon(SENSORD_MQTT__SHARED_GROUP="sensord")
+    second = daemon(SENSORD_MQTT__SHARED_GROUP="sensord")
+    first.start()
+    second.start()
+    messages = valid_messages(fleet, per_device=40)
+    with Publisher(port=broker.port) as publisher:
+        publisher.publish(messages)
+    wait_until(lambda: count(db, "readings") == len(messages), 20, "all stored")
+    received = [d.metrics()["sensord_ingest_received_messages_total"] for d in (first, second)]
+    assert sum(received) == len(messages)
+    assert min(received) > 0
+    assert first.terminate() == 0
+    assert second.terminate() == 0
+
+
+def test_the_daemon_refuses_to_run_on_an_unmigrated_database(
+    broker: Broker, daemon: Callable[..., Daemon]
+) -> None:
+    dsn = create_database()
+    try:
+        sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+        sensord.start(wait_ready=False)
+        assert sensord.process is not None
+        assert sensord.process.wait(30) == 2
+        assert "sensord migrate" in sensord.log_tail()
+    finally:
+        drop_database(dsn)
