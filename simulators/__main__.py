@@ -11,6 +11,7 @@ from collections.abc import Sequence
 COMMANDS = {
     "demo": ("simulators.demo", "run the README demo: daemon + a simulated burst + a summary"),
     "district": ("simulators.district", "generate a synthetic district's registry CSVs"),
+    "fleet": ("simulators.fleet", "publish every registered device's traffic, with scenarios"),
 }
 
 
