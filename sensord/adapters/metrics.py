@@ -20,6 +20,7 @@ from sensord.core.messages import DEAD_LETTER_REASONS
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 _LAG_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 3600)
+_RELOAD_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
 
 
 class _IngestSamples(Collector):
@@ -122,6 +123,16 @@ class Metrics:
         self.mqtt_connected = Gauge(
             "sensord_mqtt_connected", "1 while the broker session is up.", registry=registry
         )
+        self.mqtt_read_pauses = Counter(
+            "sensord_mqtt_read_pauses",
+            "Times reading from the broker was paused because the ingest buffer was full.",
+            registry=registry,
+        )
+        self.mqtt_reading_paused = Gauge(
+            "sensord_mqtt_reading_paused",
+            "1 while reading from the broker is paused.",
+            registry=registry,
+        )
         self.mqtt_connects = Counter(
             "sensord_mqtt_connects", "Broker sessions established.", registry=registry
         )
@@ -137,6 +148,14 @@ class Metrics:
             "sensord_registry_reloads",
             "Reloads of the in-memory directory, by result.",
             ["result"],
+            registry=registry,
+        )
+        for result in ("ok", "error"):
+            self.registry_reloads.labels(result)
+        self.registry_reload_seconds = Histogram(
+            "sensord_registry_reload_duration_seconds",
+            "Time to read the registry and build a new snapshot, successful reloads.",
+            buckets=_RELOAD_BUCKETS,
             registry=registry,
         )
 

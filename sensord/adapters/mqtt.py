@@ -171,6 +171,26 @@ class MqttConsumer:
                 self._idle.set()
         return _PUBACK_SUCCESS
 
+    def backpressure(self, full: bool) -> None:
+        """Stop (True) or resume (False) reading from the broker's socket.
+
+        The broker does not keep to our Receive Maximum once it has a backlog,
+        so this is the bound on what sits in memory unacknowledged. A pause
+        longer than 2 x keepalive makes gmqtt drop the connection; the broker
+        then redelivers everything unacknowledged, which the unique key absorbs.
+        """
+        # gmqtt (pinned 0.8.0) exposes no flow control; its transport is private.
+        connection = getattr(self._client, "_connection", None)
+        transport = getattr(connection, "_transport", None)
+        if transport is None or transport.is_closing():
+            return
+        if full:
+            transport.pause_reading()
+            self._metrics.mqtt_read_pauses.inc()
+        else:
+            transport.resume_reading()
+        self._metrics.mqtt_reading_paused.set(1 if full else 0)
+
     async def settled(self, timeout_s: float) -> bool:
         """Wait until no message handler is running (their PUBACKs are queued); False on timeout."""
         try:

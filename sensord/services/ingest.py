@@ -57,6 +57,9 @@ class IngestBuffer:
         self._wake = asyncio.Event()
         self._accepting = True
         self._space_waiters: deque[asyncio.Future[None]] = deque()
+        # Told True when messages start waiting for space, False when none wait any
+        # more; the MQTT adapter stops reading from the broker in between.
+        self.on_pressure: Callable[[bool], None] = lambda full: None
         self.received = 0  # messages taken into batches; read by the metrics at scrape time
 
     async def handle(self, topic: str, payload: bytes) -> None:
@@ -93,13 +96,16 @@ class IngestBuffer:
 
     async def _wait_for_space(self) -> None:
         # Only reachable when the broker sends more than the Receive Maximum we
-        # announced (Mosquitto 2.0 does on resuming a session with a large
-        # backlog, docs/benchmarks.md). The message then waits here, in FIFO
-        # order, still unacknowledged; the batcher's bound holds.
+        # announced (Mosquitto 2.0 does whenever a backlog exists,
+        # docs/benchmarks.md). The message waits here, in FIFO order, still
+        # unacknowledged; the batcher's bound holds, and on_pressure(True)
+        # stops reading from the broker until the waiters are served.
         if not self._accepting:
             self._metrics.refused.labels("shutdown").inc()
             raise ShutdownError("not accepting messages: shutting down")
         self._metrics.capacity_waits.inc()
+        if not self._space_waiters:
+            self.on_pressure(True)
         space = asyncio.get_running_loop().create_future()
         self._space_waiters.append(space)
         await space
@@ -120,10 +126,13 @@ class IngestBuffer:
     def settle(self, batch: Batch[Item], error: BaseException | None = None) -> None:
         """Release the batch's handlers: acknowledged if ``error`` is None, else left unacked."""
         self._batcher.release(batch)
-        for _ in range(min(len(batch.items), len(self._space_waiters))):
-            waiter = self._space_waiters.popleft()
-            if not waiter.done():
-                waiter.set_result(None)
+        if self._space_waiters:
+            for _ in range(min(len(batch.items), len(self._space_waiters))):
+                waiter = self._space_waiters.popleft()
+                if not waiter.done():
+                    waiter.set_result(None)
+            if not self._space_waiters:
+                self.on_pressure(False)
         committed = self._commits.pop(batch.number)
         if committed.done():  # cancelled with the loop
             return
