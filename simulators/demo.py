@@ -1,159 +1,134 @@
-"""The README demo: import the demo district, run the daemon, publish a burst, print what landed."""
+"""The README demo: the demo district, the daemon, an hour of fleet traffic with incidents.
+
+Steps: generate the demo district and import it (`sensord registry import`),
+start `sensord run`, run the fleet simulator for one simulated hour in about
+a second with a kitchen fire, an elevator entrapment, a blocked fire lane,
+hostile payloads and replayed duplicates, then compare what the database holds
+with the simulator's ground truth and print the summary.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
-import random
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import psycopg
 
-from simulators.protocol import SimDevice, encode, reading, topic
-from simulators.publisher import Publisher
-
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
+SCENARIOS = (
+    "kitchen_fire",
+    "elevator_entrapment",
+    "fire_lane_blocked:for=15m",
+    "malformed",
+    "duplicates:count=3",
+)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Options of ``python -m simulators demo``."""
     parser.add_argument("--dsn", default=os.environ.get("SENSORD_DATABASE__DSN", DEFAULT_DSN))
     parser.add_argument("--mqtt-port", type=int, default=1883)
-    parser.add_argument("--readings", type=int, default=25, help="readings per device")
+    parser.add_argument("--metrics-port", type=int, default=9464)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
 
 
 def main(args: argparse.Namespace) -> int:
-    """Run the demo; 0 when everything published was stored or dead-lettered."""
-    rng = random.Random(args.seed)
-    args.log = args.out / "sensord.log"
-    import_district(args)
-    with psycopg.connect(args.dsn, autocommit=True) as db:
-        fleet = [
-            SimDevice(*row)
-            for row in db.execute("SELECT device_id, kind, street FROM devices ORDER BY device_id")
-        ]
-        print(f"{len(fleet)} devices in the registry")
-        before = totals(db)
-        daemon, metrics_port = start_daemon(args)
-        try:
-            good = burst(fleet, args.readings, rng)
-            bad = malformed(fleet, rng)
-            print(
-                f"publishing {len(good)} readings and {len(bad)} malformed messages "
-                f"to 127.0.0.1:{args.mqtt_port} ..."
-            )
-            started = time.monotonic()
-            since = datetime.now(UTC)
-            with Publisher(port=args.mqtt_port) as publisher:
-                publisher.publish(good + bad)
-            expected = before[0] + before[1] + len(good) + len(bad)
-            deadline = time.monotonic() + 60
-            while sum(totals(db)) < expected and time.monotonic() < deadline:
-                time.sleep(0.1)
-            elapsed = time.monotonic() - started
-            summary(db, before, since, (len(good), len(bad)), elapsed, metrics_port)
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            code = daemon.wait(30)
-            print(f"\nsensord stopped with exit code {code} (log: {args.log})")
-        stored, dead = totals(db)
-        return 0 if (stored - before[0], dead - before[1]) == (len(good), len(bad)) else 1
-
-
-def import_district(args: argparse.Namespace) -> None:
-    """Generate the demo district and load it with `sensord registry import` (a no-op re-run)."""
+    """Run the demo; 0 when the database matches the simulator's ground truth."""
+    args.out.mkdir(parents=True, exist_ok=True)
     district = args.out / "district"
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "simulators",
-            "district",
+    truth = args.out / "truth.jsonl"
+    log = args.out / "sensord.log"
+    env = dict(os.environ, SENSORD_DATABASE__DSN=args.dsn)
+    _python(
+        "simulators",
+        "district",
+        "--seed",
+        str(args.seed),
+        "--scale",
+        "demo",
+        "--out",
+        str(district),
+    )
+    _python("sensord", "registry", "import", str(district), env=env)
+    daemon = start_daemon(args, log)
+    try:
+        since = datetime.now(UTC)
+        fleet = [
+            "fleet",
+            "--dsn",
+            args.dsn,
+            "--port",
+            str(args.mqtt_port),
             "--seed",
             str(args.seed),
-            "--scale",
-            "demo",
-            "--out",
-            str(district),
-        ],
-        check=True,
-    )
-    env = dict(os.environ, SENSORD_DATABASE__DSN=args.dsn)
-    subprocess.run(
-        [sys.executable, "-m", "sensord", "registry", "import", str(district)], check=True, env=env
-    )
+            "--speedup",
+            "3600",
+            "--duration",
+            "1h",
+            "--truth",
+            str(truth),
+            "--quiet",
+        ]
+        for scenario in SCENARIOS:
+            fleet += ["--scenario", scenario]
+        _python("simulators", *fleet)
+        records = [json.loads(line) for line in truth.read_text().splitlines()]
+        totals = next(r for r in records if r["record"] == "totals")
+        stored, dead = wait_for(args.dsn, since, totals)
+        summary(args.dsn, since, records, totals, stored, dead, args.metrics_port)
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        code = daemon.wait(30)
+        print(f"\nsensord stopped with exit code {code} (log: {log})")
+    ok = (stored, dead) == (totals["readings_total"], totals["dead_letters_total"])
+    print("ground truth: " + ("matched" if ok else "NOT matched"))
+    return 0 if ok and code == 0 else 1
 
 
-def burst(fleet: list[SimDevice], per_device: int, rng: random.Random) -> list[tuple[str, bytes]]:
-    """Normal readings and heartbeats, seq numbers continuing from the wall clock."""
-    now = datetime.now(UTC)
-    base_seq = int(now.timestamp())  # a re-run publishes new seq numbers, not duplicates
-    messages = []
-    for n in range(per_device):
-        ts = now - timedelta(seconds=per_device - n)
-        for device in fleet:
-            kind = "heartbeat" if n % 5 == 4 else None
-            messages.append(reading(device, base_seq + n, ts, rng, kind=kind))
-    return messages
+def _python(*argv: str, env: dict[str, str] | None = None) -> None:
+    subprocess.run([sys.executable, "-m", *argv], check=True, env=env)
 
 
-def malformed(fleet: list[SimDevice], rng: random.Random) -> list[tuple[str, bytes]]:
-    """One message per dead-letter reason a real fleet produces."""
-    smoke = next(device for device in fleet if device.kind == "smoke")
-    other = next(device for device in fleet if device.kind != "smoke")
-    ts = datetime.now(UTC).isoformat()
-    future = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    return [
-        (topic(smoke), b'{"ts": "2026-11-26T14:00:00+08:00", "seq": 1, "smoke": tru'),
-        (topic(smoke), encode({"ts": ts, "seq": 1, "smoke": "yes"})),
-        (
-            topic(SimDevice("SMK-UNREGISTERED", "smoke", smoke.street)),
-            encode({"ts": ts, "seq": 1, "smoke": False}),
-        ),
-        (topic(other, "smoke"), encode({"ts": ts, "seq": 1, "smoke": False})),
-        (topic(smoke), encode({"ts": future, "seq": 2, "smoke": False})),
-        (f"sensord/v1/{smoke.street}/gas/GAS-1", encode({"ts": ts, "seq": 1})),
-        (topic(smoke), b"\x00" * 20_000),
-    ]
-
-
-def start_daemon(args: argparse.Namespace) -> tuple[subprocess.Popen[bytes], int]:
+def start_daemon(args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
     """``sensord run`` in the background, logging to a file; returns it once it is ready."""
-    args.log.parent.mkdir(parents=True, exist_ok=True)
-    port = 9464
     env = dict(
         os.environ,
         SENSORD_LOG__FORMAT="text",
-        SENSORD_METRICS__PORT=str(port),
+        SENSORD_METRICS__PORT=str(args.metrics_port),
         SENSORD_MQTT__PORT=str(args.mqtt_port),
         SENSORD_DATABASE__DSN=args.dsn,
     )
-    with args.log.open("ab") as log:
+    with log.open("ab") as out:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "sensord", "run"], env=env, stdout=log, stderr=log
+            [sys.executable, "-m", "sensord", "run"], env=env, stdout=out, stderr=out
         )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         if daemon.poll() is not None:
-            raise SystemExit(f"sensord exited with {daemon.returncode}; see {args.log}")
-        if scrape(port).get("sensord_mqtt_connected") == 1.0:
-            print(f"sensord running (pid {daemon.pid}), metrics on http://127.0.0.1:{port}/metrics")
-            return daemon, port
+            raise SystemExit(f"sensord exited with {daemon.returncode}; see {log}")
+        if scrape(args.metrics_port).get("sensord_mqtt_connected") == 1.0:
+            print(
+                f"sensord running (pid {daemon.pid}), "
+                f"metrics on http://127.0.0.1:{args.metrics_port}/metrics"
+            )
+            return daemon
         time.sleep(0.2)
     daemon.kill()
-    raise SystemExit(f"sensord did not become ready; see {args.log}")
+    raise SystemExit(f"sensord did not become ready; see {log}")
 
 
 def scrape(port: int) -> dict[str, float]:
-    """The unlabelled samples of /metrics (enough for the summary)."""
+    """The samples of /metrics by their full name (labels included)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
             text = response.read().decode()
@@ -167,44 +142,67 @@ def scrape(port: int) -> dict[str, float]:
     return samples
 
 
-def totals(db: psycopg.Connection) -> tuple[int, int]:
-    """(readings, dead letters) in the database."""
+def counts(db: psycopg.Connection, since: datetime) -> tuple[int, int]:
+    """(readings, dead letters) received since the run started."""
     row = db.execute(
-        "SELECT (SELECT count(*) FROM readings), (SELECT count(*) FROM dead_letters)"
+        "SELECT (SELECT count(*) FROM readings WHERE received_at >= %s),"
+        " (SELECT count(*) FROM dead_letters WHERE received_at >= %s)",
+        (since, since),
     ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1])
 
 
+def wait_for(dsn: str, since: datetime, totals: dict[str, Any]) -> tuple[int, int]:
+    """Wait (30 s at most) until the database holds what the truth says was published."""
+    expected = (totals["readings_total"], totals["dead_letters_total"])
+    deadline = time.monotonic() + 30
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while (got := counts(db, since)) != expected and time.monotonic() < deadline:
+            time.sleep(0.2)
+    return got
+
+
 def summary(
-    db: psycopg.Connection,
-    before: tuple[int, int],
+    dsn: str,
     since: datetime,
-    published: tuple[int, int],
-    elapsed: float,
+    records: list[dict[str, Any]],
+    totals: dict[str, Any],
+    stored: int,
+    dead: int,
     metrics_port: int,
 ) -> None:
-    """Print what was stored and dead-lettered by this run."""
-    stored, dead = totals(db)
-    good, bad = published
+    """Print what was published, stored and dead-lettered, and the incidents injected."""
     print(
-        f"\nstored {stored - before[0]}/{good} readings and {dead - before[1]}/{bad} dead letters "
-        f"in {elapsed:.2f} s"
+        f"\npublished {totals['published_total']} messages "
+        f"({totals['duplicates_published']} exact replays); "
+        f"stored {stored}/{totals['readings_total']} readings, "
+        f"{dead}/{totals['dead_letters_total']} dead letters"
     )
-    print("\nreadings of this run by kind:")
-    for kind, n, latest in db.execute(
-        "SELECT kind, count(*), max(ts) FROM readings "
-        "WHERE received_at >= %s GROUP BY kind ORDER BY kind",
-        (since,),
-    ):
-        print(f"  {kind:<10} {n:>6}   latest device ts {latest:%Y-%m-%d %H:%M:%S%z}")
-    print("\ndead letters of this run:")
-    for reason, detail, size in db.execute(
-        "SELECT reason, detail, octet_length(payload) FROM dead_letters "
-        "WHERE received_at >= %s ORDER BY id",
-        (since,),
-    ):
-        print(f"  {reason:<22} {size:>6} bytes  {detail[:70]}")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        print("\nreadings of this run by kind:")
+        for kind, n in db.execute(
+            "SELECT kind, count(*) FROM readings WHERE received_at >= %s "
+            "GROUP BY kind ORDER BY kind",
+            (since,),
+        ):
+            print(f"  {kind:<10} {n:>6}   (truth {totals['readings'].get(kind, 0)})")
+        print("\ndead letters of this run by reason:")
+        for reason, n in db.execute(
+            "SELECT reason, count(*) FROM dead_letters "
+            "WHERE received_at >= %s GROUP BY reason ORDER BY reason",
+            (since,),
+        ):
+            print(f"  {reason:<22} {n:>4}   (truth {totals['dead_letters'].get(reason, 0)})")
+    print("\nincidents injected (alerts and work orders: not built yet, issues 4 and 5):")
+    for incident in (r for r in records if r["record"] == "incident"):
+        expected = incident.get("expected", {})
+        if incident["scenario"] in ("malformed", "duplicates"):
+            continue
+        print(
+            f"  {incident['scenario']:<20} {incident['device_id']:<12} "
+            f"{incident.get('place_type') or '-':<15} expects alert {expected.get('alert')}"
+        )
     metrics = scrape(metrics_port)
     print("\nsensord metrics:")
     for name in (
