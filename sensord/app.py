@@ -319,3 +319,6 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> No
 
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, on_stop, signum)
+    # Until the registry is loaded there is nothing to reload; a HUP (systemctl
+    # reload) must not end the process. _install_reload replaces this.
+    loop.add_signal_handler(signal.SIGHUP, lambda: log.info("SIGHUP during start-up: ignored"))

@@ -15,6 +15,9 @@ from sensord.config import Settings, load_settings, redacted
 from sensord.errors import ConfigError, MigrationError
 
 log = logging.getLogger("sensord.cli")
+# sysexits EX_CONFIG: systemd units can list it in RestartPreventExitStatus, since
+# restarting cannot fix a bad configuration.
+EXIT_CONFIG = 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,7 +52,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ConfigError as exc:
         print(f"sensord: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_CONFIG
     logs.configure(settings.log.level, settings.log.format)
     handlers = {
         "run": _run,

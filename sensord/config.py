@@ -102,6 +102,36 @@ class ShutdownConfig(_Section):
     timeout_s: Seconds = 15.0
 
 
+# systemd LoadCredential= names -> (section, key). Each file holds one secret.
+CREDENTIALS: dict[str, tuple[str, str]] = {
+    "database-password": ("database", "password"),
+    "mqtt-password": ("mqtt", "password"),
+}
+
+
+class _CredentialsSource(PydanticBaseSettingsSource):
+    """Secrets from ``$CREDENTIALS_DIRECTORY`` (systemd ``LoadCredential=``); known names only."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        """Unused: __call__ returns the whole tree."""
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        directory = os.environ.get("CREDENTIALS_DIRECTORY")
+        if not directory:
+            return {}
+        found: dict[str, dict[str, str]] = {}
+        for entry in sorted(Path(directory).iterdir()):
+            if entry.name not in CREDENTIALS:
+                raise ConfigError(
+                    f"unknown credential {entry.name!r} in $CREDENTIALS_DIRECTORY; "
+                    f"known: {', '.join(sorted(CREDENTIALS))}"
+                )
+            section, key = CREDENTIALS[entry.name]
+            found.setdefault(section, {})[key] = entry.read_text().removesuffix("\n")
+        return found
+
+
 class Settings(BaseSettings):
     """The whole configuration; frozen once loaded."""
 
@@ -141,8 +171,13 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        """Environment over TOML over defaults."""
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        """Environment over systemd credentials over TOML over defaults."""
+        return (
+            init_settings,
+            env_settings,
+            _CredentialsSource(settings_cls),
+            TomlConfigSettingsSource(settings_cls),
+        )
 
 
 def load_settings(path: Path | None, *, required: bool = False) -> Settings:

@@ -81,10 +81,32 @@ def test_check_config_prints_masked_and_rejects_unknown_keys(tmp_path: Path) -> 
         text=True,
         check=False,
     )
-    assert result.returncode == 2
+    assert result.returncode == 78  # EX_CONFIG
     assert "mqtt.bogus: unknown key" in result.stderr
 
 
 def test_redacted_is_plain_data() -> None:
     data = redacted(load_settings(None))
     assert set(data) >= {"mqtt", "database", "ingest", "retention", "metrics", "log", "shutdown"}
+
+
+def test_systemd_credentials_fill_secrets_below_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "database-password").write_text("from-credential\n")
+    (credentials / "mqtt-password").write_text("broker-secret")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    settings = load_settings(write(tmp_path, '[database]\npassword = "from-toml"\n'))
+    assert settings.database.password.get_secret_value() == "from-credential"
+    assert settings.mqtt.password.get_secret_value() == "broker-secret"
+    monkeypatch.setenv("SENSORD_DATABASE__PASSWORD", "from-env")
+    assert load_settings(None).database.password.get_secret_value() == "from-env"
+
+
+def test_an_unknown_credential_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "webhook-secret").write_text("x")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
+    with pytest.raises(ConfigError, match="unknown credential 'webhook-secret'"):
+        load_settings(None)
