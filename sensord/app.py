@@ -17,10 +17,11 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
@@ -30,16 +31,22 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord import __version__
 from sensord.adapters import migrations
+from sensord.adapters.alert_store import load_last_ts, load_states
 from sensord.adapters.database import ReadingStore, conninfo, make_pool
 from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.mqtt import MqttConsumer, quiet_unacknowledged
+from sensord.adapters.rule_files import load_rules
 from sensord.adapters.systemd import Notifier
 from sensord.clock import Clock, SystemClock
 from sensord.config import Settings
 from sensord.core.backoff import Backoff
 from sensord.core.batching import Batcher, BatchPolicy
 from sensord.core.messages import DecodeLimits, decode
+from sensord.core.rules.engine import RuleEngine
+from sensord.core.rules.fields import context_fields
+from sensord.core.rules.model import RuleError
+from sensord.services.alerts import AlertPipeline
 from sensord.services.ingest import IngestBuffer, Item
 from sensord.services.retention import run_retention
 from sensord.services.writer import Writer
@@ -49,6 +56,7 @@ log = logging.getLogger("sensord.app")
 EXIT_OK = 0
 EXIT_FATAL = 1
 EXIT_SCHEMA = 2
+EXIT_CONFIG = 78  # sysexits EX_CONFIG: the unit does not restart on it
 
 
 @dataclass
@@ -127,8 +135,6 @@ async def _run(
         metrics,
     )
     await directory.open()
-    if install_signals:
-        _install_reload(asyncio.get_running_loop(), directory)
     limits = DecodeLimits(
         ingest.max_payload_bytes,
         timedelta(seconds=ingest.max_future_s),
@@ -145,9 +151,17 @@ async def _run(
         metrics,
     )
     metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
+    alerts = (
+        await _alert_pipeline(settings, pool, directory, metrics)
+        if settings.rules.enabled
+        else None
+    )
+    if install_signals:
+        _install_reload(asyncio.get_running_loop(), directory, settings, alerts, metrics)
     store = ReadingStore(pool)
     writers = [
-        Writer(f"writer-{n}", buffer, store, retry, clock, metrics) for n in range(ingest.writers)
+        Writer(f"writer-{n}", buffer, store, retry, clock, metrics, alerts)
+        for n in range(ingest.writers)
     ]
     consumer = MqttConsumer(settings.mqtt, buffer.handle, metrics)
     buffer.on_pressure = consumer.backpressure
@@ -295,17 +309,79 @@ def _where(dsn: str) -> str:
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
 
 
-def _install_reload(loop: asyncio.AbstractEventLoop, directory: RegistryDirectory) -> None:
-    """SIGHUP (systemd ExecReload) reloads the registry snapshot; it never stops the daemon."""
+def rules_directory(settings: Settings) -> Path:
+    """Where the rule files are: configured, or rules/ of this source tree."""
+    configured = settings.rules.directory
+    return Path(configured) if configured else migrations.default_directory().parent / "rules"
+
+
+async def _alert_pipeline(
+    settings: Settings, pool: AsyncConnectionPool, directory: RegistryDirectory, metrics: Metrics
+) -> AlertPipeline:
+    """The rule engine, resumed from the persisted rule states and the stored readings."""
+    rules = load_rules(rules_directory(settings))  # RuleError: fatal at start-up
+    horizon = timedelta(days=settings.rules.state_horizon_days)
+    async with pool.connection() as conn, conn.cursor() as cur:
+        states = await load_states(cur)
+        last_ts = await load_last_ts(cur, horizon)
+    log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
+    return AlertPipeline(RuleEngine(rules, states, last_ts), _context_fields(directory), metrics)
+
+
+def _context_fields(directory: RegistryDirectory) -> Callable[[str], Mapping[str, Any]]:
+    """context_fields per device, cached for as long as the registry snapshot lasts."""
+    cache: dict[str, Mapping[str, Any]] = {}
+    current: list[object] = [None]
+
+    def fields(device_id: str) -> Mapping[str, Any]:
+        snapshot = directory.snapshot()
+        if snapshot is not current[0]:
+            cache.clear()
+            current[0] = snapshot
+        found = cache.get(device_id)
+        if found is None:
+            found = cache[device_id] = context_fields(snapshot.context(device_id))
+        return found
+
+    return fields
+
+
+def _install_reload(
+    loop: asyncio.AbstractEventLoop,
+    directory: RegistryDirectory,
+    settings: Settings,
+    alerts: AlertPipeline | None,
+    metrics: Metrics,
+) -> None:
+    """SIGHUP (systemd ExecReload) reloads rules and registry; it never stops the daemon."""
     pending: set[asyncio.Task[object]] = set()
 
     def on_hup() -> None:
-        log.info("SIGHUP: reloading", extra={"what": "registry"})
+        log.info("SIGHUP: reloading", extra={"what": "rules, registry"})
+        if alerts is not None:
+            _reload_rules(settings, alerts, metrics)
         task = loop.create_task(directory.reload("sighup"), name="sensord.reload")
         pending.add(task)
         task.add_done_callback(pending.discard)
 
     loop.add_signal_handler(signal.SIGHUP, on_hup)
+
+
+def _reload_rules(settings: Settings, alerts: AlertPipeline, metrics: Metrics) -> None:
+    directory = rules_directory(settings)
+    try:
+        rules = load_rules(directory)
+    except (RuleError, OSError) as exc:
+        metrics.rule_reloads.labels("error").inc()
+        problems = exc.problems if isinstance(exc, RuleError) else [str(exc)]
+        log.error(
+            "rule reload refused; the running rules stay",
+            extra={"directory": str(directory), "problems": problems},
+        )
+        return
+    alerts.swap_rules(rules)  # between two batches: the loop runs one thing at a time
+    metrics.rule_reloads.labels("ok").inc()
+    log.info("rules reloaded", extra={"rules": len(rules.rules), "files": list(rules.sources)})
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -81,6 +81,14 @@ class RetentionConfig(_Section):
     interval_s: Seconds = 3600.0
 
 
+class RulesConfig(_Section):
+    """The rule engine (issue 4)."""
+
+    enabled: bool = True
+    directory: str = ""  # "" = rules/ of this source tree
+    state_horizon_days: Annotated[float, Field(gt=0)] = 7.0
+
+
 class MetricsConfig(_Section):
     """Prometheus exposition."""
 
@@ -146,6 +154,7 @@ class Settings(BaseSettings):
     database: DatabaseConfig = DatabaseConfig()
     ingest: IngestConfig = IngestConfig()
     retention: RetentionConfig = RetentionConfig()
+    rules: RulesConfig = RulesConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()

@@ -8,11 +8,12 @@ commits in one transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import psycopg
-from psycopg import AsyncConnection, sql
+from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sensord.config import DatabaseConfig
@@ -82,6 +83,9 @@ def make_pool(config: DatabaseConfig, name: str = "sensord") -> AsyncConnectionP
     )
 
 
+InTransaction = Callable[[AsyncCursor[Any]], Awaitable[None]]
+
+
 @dataclass(frozen=True, slots=True)
 class WriteResult:
     """What one committed batch did."""
@@ -98,14 +102,23 @@ class ReadingStore:
         self._pool = pool
 
     async def write(
-        self, readings: Sequence[Reading], dead_letters: Sequence[DeadLetter]
+        self,
+        readings: Sequence[Reading],
+        dead_letters: Sequence[DeadLetter],
+        also: InTransaction | None = None,
     ) -> WriteResult:
-        """Commit the batch; raise StorageUnavailable (retry) or StorageRejected (split)."""
+        """Commit the batch, and ``also``'s writes in the same transaction.
+
+        Raises StorageUnavailable (retry) or StorageRejected (split the batch).
+        """
         try:
             async with self._pool.connection() as conn, conn.transaction():
                 stored = await self._insert_readings(conn, readings) if readings else 0
                 if dead_letters:
                     await self._insert_dead_letters(conn, dead_letters)
+                if also is not None:
+                    async with conn.cursor() as cur:
+                        await also(cur)
         except (psycopg.OperationalError, PoolTimeout) as exc:
             raise StorageUnavailable(str(exc).strip() or type(exc).__name__) from exc
         except (psycopg.DataError, psycopg.IntegrityError) as exc:

@@ -113,6 +113,33 @@ class Metrics:
             registry=registry,
         )
 
+        # Rules and alerts.
+        self.rule_evaluations = Counter(
+            "sensord_rules_evaluated_readings",
+            "Readings run through the rule engine.",
+            registry=registry,
+        )
+        self.alerts_fired = Counter(
+            "sensord_alerts_fired",
+            "Alerts opened or reopened, by category and severity.",
+            ["category", "severity"],
+            registry=registry,
+        )
+        self.alerts_cleared = Counter(
+            "sensord_alerts_cleared",
+            "Alerts cleared by their clear condition, by category.",
+            ["category"],
+            registry=registry,
+        )
+        self.rule_reloads = Counter(
+            "sensord_rules_reloads",
+            "Rule set reloads (SIGHUP), by result; a failed reload keeps the running set.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("ok", "error"):
+            self.rule_reloads.labels(result)
+
         # Database and broker.
         self.database_errors = Counter(
             "sensord_database_errors",

@@ -15,13 +15,14 @@ import random
 from collections import Counter
 from collections.abc import Sequence
 
-from sensord.adapters.database import ReadingStore, WriteResult
+from sensord.adapters.database import InTransaction, ReadingStore, WriteResult
 from sensord.adapters.metrics import Metrics
 from sensord.clock import Clock
 from sensord.core.backoff import Backoff
 from sensord.core.batching import Batch
 from sensord.core.messages import DeadLetter, Reading
 from sensord.errors import SensordError, ShutdownError, StorageRejected, StorageUnavailable
+from sensord.services.alerts import AlertPipeline, AlertWork
 from sensord.services.ingest import IngestBuffer, Item
 
 log = logging.getLogger("sensord.writer")
@@ -38,8 +39,10 @@ class Writer:
         backoff: Backoff,
         clock: Clock,
         metrics: Metrics,
+        alerts: AlertPipeline | None = None,
     ) -> None:
         self.name = name
+        self._alerts = alerts
         self._buffer = buffer
         self._store = store
         self._backoff = backoff
@@ -50,9 +53,13 @@ class Writer:
     async def run(self) -> None:
         """Write batches until the buffer is stopped and drained."""
         while (batch := await self._buffer.next_batch()) is not None:
+            # No await between the cut and this: batches are evaluated in cut order.
+            work = self._alerts.evaluate(_readings(batch)) if self._alerts else None
             self.busy_since = self._clock.monotonic()
             try:
-                await self._commit(batch)
+                await self._commit(batch, work)
+                if work is not None and self._alerts is not None:
+                    self._alerts.committed(work)
             except BaseException as exc:
                 # The batch's handlers must fail (no PUBACK), whatever stopped the write.
                 reason = exc if isinstance(exc, SensordError) else ShutdownError(repr(exc))
@@ -60,29 +67,35 @@ class Writer:
                 raise
             finally:
                 self.busy_since = None
+                if work is not None:
+                    work.finish()
             self._buffer.settle(batch)
 
-    async def _commit(self, batch: Batch[Item]) -> None:
-        readings = [item.decoded for item in batch.items if isinstance(item.decoded, Reading)]
+    async def _commit(self, batch: Batch[Item], work: AlertWork | None) -> None:
+        readings = _readings(batch)
         dead = [item.decoded for item in batch.items if isinstance(item.decoded, DeadLetter)]
+        also = work.apply if work is not None else None
         started = self._clock.monotonic()
         try:
-            result = await self._write_retrying(readings, dead)
+            result = await self._write_retrying(readings, dead, also)
         except StorageRejected as exc:
             log.warning(
                 "batch refused by the database, writing row by row",
                 extra={"batch": batch.number, "error": str(exc)},
             )
-            result, dead = await self._write_row_by_row(batch.items)
+            result, dead = await self._write_row_by_row(batch.items, also)
         self._record(result, dead, len(batch.items), started, readings)
 
     async def _write_retrying(
-        self, readings: Sequence[Reading], dead: Sequence[DeadLetter]
+        self,
+        readings: Sequence[Reading],
+        dead: Sequence[DeadLetter],
+        also: InTransaction | None = None,
     ) -> WriteResult:
         attempt = 0
         while True:
             try:
-                return await self._store.write(readings, dead)
+                return await self._store.write(readings, dead, also)
             except StorageUnavailable as exc:
                 attempt += 1
                 delay = self._backoff.delay(attempt, random.random)
@@ -100,7 +113,7 @@ class Writer:
                 await asyncio.sleep(delay)
 
     async def _write_row_by_row(
-        self, items: Sequence[Item]
+        self, items: Sequence[Item], also: InTransaction | None
     ) -> tuple[WriteResult, list[DeadLetter]]:
         stored = duplicates = 0
         dead: list[DeadLetter] = []
@@ -125,8 +138,8 @@ class Writer:
                 continue
             stored += one.stored
             duplicates += one.duplicates
-        if dead:
-            await self._write_retrying([], dead)
+        if dead or also is not None:
+            await self._write_retrying([], dead, also)
         return WriteResult(stored, duplicates, len(dead)), dead
 
     def _record(
@@ -147,3 +160,7 @@ class Writer:
         if readings:
             oldest = min(reading.ts for reading in readings)
             metrics.lag_seconds.observe(max(0.0, (self._clock.now() - oldest).total_seconds()))
+
+
+def _readings(batch: Batch[Item]) -> list[Reading]:
+    return [item.decoded for item in batch.items if isinstance(item.decoded, Reading)]

@@ -1,0 +1,211 @@
+"""Applies the rule engine's effects inside the transaction that stores the readings.
+
+One transaction holds a batch's readings, the alert changes they caused and
+the rule states they moved, so after a crash the three agree: what the broker
+redelivers is a duplicate of stored readings, and the engine (whose per-device
+`last_ts` is restored from the readings table) ignores it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+from psycopg import AsyncCursor
+
+from sensord.core.rules.engine import Effect, Evaluation, Key
+from sensord.core.rules.state import Outcome, Phase, RuleState
+
+_OPEN = "state <> 'cleared'"
+
+
+async def apply_evaluation(cur: AsyncCursor[tuple[object, ...]], evaluation: Evaluation) -> int:
+    """Write alert effects and changed rule states; return how many alerts fired or reopened."""
+    opened = 0
+    for effect in _coalesced(evaluation.effects):
+        if effect.outcome in (Outcome.FIRED, Outcome.REOPENED):
+            opened += await _open(cur, effect)
+        elif effect.outcome is Outcome.UPDATED:
+            await cur.execute(
+                f"UPDATE alerts SET last_seen = greatest(last_seen, %s), updated_at = now()"
+                f" WHERE rule = %s AND subject = %s AND {_OPEN}",
+                (effect.ts, effect.rule.name, effect.subject),
+            )
+        elif effect.outcome is Outcome.CLEARED:
+            await _clear(cur, effect)
+    if evaluation.changed:
+        await _save_states(cur, evaluation.changed.items())
+    return opened
+
+
+def _coalesced(effects: list[Effect]) -> list[Effect]:
+    # Many readings of one firing alert in a batch need one last_seen update.
+    last_update: dict[tuple[str, str], int] = {}
+    for index, effect in enumerate(effects):
+        if effect.outcome is Outcome.UPDATED:
+            last_update[(effect.rule.name, effect.subject)] = index
+    keep = set(last_update.values())
+    return [e for i, e in enumerate(effects) if e.outcome is not Outcome.UPDATED or i in keep]
+
+
+async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
+    rule = effect.rule
+    # An alert already open for the pair (another instance, a manual step): one alert.
+    await cur.execute(
+        f"UPDATE alerts SET count = count + 1, last_seen = greatest(last_seen, %s),"
+        f" severity = %s, updated_at = now() WHERE rule = %s AND subject = %s AND {_OPEN}"
+        " RETURNING id",
+        (effect.ts, effect.severity, rule.name, effect.subject),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        await _event(cur, row[0], "updated", f"{effect.outcome.value} while open")
+        return 0
+    if effect.outcome is Outcome.REOPENED:
+        await cur.execute(
+            "UPDATE alerts SET state = 'firing', cleared_at = NULL, clear_reason = NULL,"
+            " count = count + 1, last_seen = %s, severity = %s, updated_at = now()"
+            " WHERE id = (SELECT id FROM alerts WHERE rule = %s AND subject = %s"
+            " AND state = 'cleared' AND cleared_at >= %s ORDER BY cleared_at DESC LIMIT 1)"
+            " RETURNING id",
+            (
+                effect.ts,
+                effect.severity,
+                rule.name,
+                effect.subject,
+                effect.ts - timedelta(seconds=rule.cooldown_s),
+            ),
+        )
+        row = await cur.fetchone()
+        if row is not None:
+            await _event(cur, row[0], "reopened", "")
+            return 1
+    silence = await _silence(cur, effect)
+    await cur.execute(
+        "INSERT INTO alerts (rule, category, severity, safety, subject, device_id, address_id,"
+        " first_seen, last_seen, silenced_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+        f" ON CONFLICT (rule, subject) WHERE {_OPEN} DO UPDATE SET count = alerts.count + 1,"
+        " last_seen = greatest(alerts.last_seen, EXCLUDED.last_seen), updated_at = now()"
+        " RETURNING id, (xmax = 0)",
+        (
+            rule.name,
+            rule.category,
+            effect.severity,
+            rule.safety,
+            effect.subject,
+            effect.device_id,
+            effect.address_id,
+            effect.ts,
+            effect.ts,
+            silence,
+        ),
+    )
+    row = await cur.fetchone()
+    assert row is not None
+    alert_id, inserted = row
+    await _event(cur, alert_id, "fired" if inserted else "updated", "")
+    if silence is not None and inserted:
+        await _event(cur, alert_id, "silenced", f"silence {silence}")
+    return 1 if inserted else 0
+
+
+async def _silence(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int | None:
+    if effect.rule.safety:
+        return None  # a silence never mutes a safety rule
+    await cur.execute(
+        "SELECT id FROM silences WHERE expired_at IS NULL AND starts_at <= %s AND ends_at > %s"
+        " AND ((scope = 'device' AND value = %s) OR (scope = 'address' AND value = %s)"
+        " OR (scope = 'kind' AND value = ANY(%s))"
+        " OR (scope = 'building' AND value = (SELECT building_id FROM addresses"
+        " WHERE address_id = %s))) ORDER BY id LIMIT 1",
+        (
+            effect.ts,
+            effect.ts,
+            effect.device_id,
+            effect.address_id,
+            list(effect.rule.kinds),
+            effect.address_id,
+        ),
+    )
+    row = await cur.fetchone()
+    return int(str(row[0])) if row else None
+
+
+async def _clear(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> None:
+    await cur.execute(
+        "UPDATE alerts SET state = 'cleared', cleared_at = %s, clear_reason = 'condition cleared',"
+        f" updated_at = now() WHERE rule = %s AND subject = %s AND {_OPEN} RETURNING id",
+        (effect.ts, effect.rule.name, effect.subject),
+    )
+    row = await cur.fetchone()
+    if row is not None:
+        await _event(cur, row[0], "cleared", "condition cleared")
+
+
+async def _event(
+    cur: AsyncCursor[tuple[object, ...]], alert_id: object, event: str, detail: str
+) -> None:
+    await cur.execute(
+        "INSERT INTO alert_events (alert_id, event, detail) VALUES (%s, %s, %s)",
+        (alert_id, event, detail),
+    )
+
+
+async def _save_states(
+    cur: AsyncCursor[tuple[object, ...]], changed: Iterable[tuple[Key, RuleState]]
+) -> None:
+    await cur.executemany(
+        "INSERT INTO rule_state (rule, subject, state) VALUES (%s, %s, %s)"
+        " ON CONFLICT (rule, subject) DO UPDATE SET state = EXCLUDED.state, updated_at = now()",
+        [(rule, subject, json.dumps(encode_state(state))) for (rule, subject), state in changed],
+    )
+
+
+def encode_state(state: RuleState) -> dict[str, str | None]:
+    """A rule state as JSON-able data (last_ts is restored from the readings instead)."""
+
+    def iso(value: datetime | None) -> str | None:
+        return value.isoformat() if value else None
+
+    return {
+        "phase": state.phase.value,
+        "pending_since": iso(state.pending_since),
+        "fired_at": iso(state.fired_at),
+        "clearing_since": iso(state.clearing_since),
+        "cleared_at": iso(state.cleared_at),
+    }
+
+
+def decode_state(data: dict[str, str | None]) -> RuleState:
+    """The inverse of encode_state."""
+
+    def at(key: str) -> datetime | None:
+        value = data.get(key)
+        return datetime.fromisoformat(value) if value else None
+
+    return RuleState(
+        Phase(str(data["phase"])),
+        None,
+        at("pending_since"),
+        at("fired_at"),
+        at("clearing_since"),
+        at("cleared_at"),
+    )
+
+
+async def load_states(cur: AsyncCursor[tuple[object, ...]]) -> dict[Key, RuleState]:
+    """Every persisted rule state."""
+    await cur.execute("SELECT rule, subject, state FROM rule_state")
+    return {(str(r), str(s)): decode_state(state) for r, s, state in await cur.fetchall()}  # type: ignore[arg-type]
+
+
+async def load_last_ts(
+    cur: AsyncCursor[tuple[object, ...]], horizon: timedelta
+) -> dict[str, datetime]:
+    """Per device, the newest device time stored within ``horizon`` (for the engine's guard)."""
+    await cur.execute(
+        "SELECT device_id, max(ts) FROM readings WHERE ts > now() - %s GROUP BY device_id",
+        (horizon,),
+    )
+    return {str(device): ts for device, ts in await cur.fetchall()}  # type: ignore[misc]

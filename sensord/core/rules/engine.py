@@ -1,0 +1,168 @@
+"""Streaming evaluation of state rules over batches of readings (pure).
+
+The engine holds every (rule, subject) state in memory and turns a batch of
+readings, in arrival order, into effects: alerts to fire, reopen, update or
+clear, and the states that changed (to persist in the same transaction as
+the readings, so a restart resumes exactly where the stored data left off).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+from sensord.core.messages import READING_COLUMNS, Reading
+from sensord.core.rules.model import SEVERITY_ORDER, Rule, RuleSet
+from sensord.core.rules.state import Outcome, RuleState, step
+
+Key = tuple[str, str]  # (rule name, subject)
+_VALUE_COLUMNS = READING_COLUMNS[5:-1]
+
+
+@dataclass(frozen=True, slots=True)
+class Effect:
+    """One alert change to apply."""
+
+    outcome: Outcome
+    rule: Rule
+    subject: str
+    device_id: str
+    address_id: str | None
+    ts: datetime
+    severity: str
+
+
+@dataclass(slots=True)
+class Evaluation:
+    """What one batch did: alert effects in order, and the states to persist."""
+
+    effects: list[Effect] = field(default_factory=list)
+    changed: dict[Key, RuleState] = field(default_factory=dict)
+
+
+def subject_of(device_id: str) -> str:
+    """The subject of device-scoped rules."""
+    return f"device:{device_id}"
+
+
+class RuleEngine:
+    """State rules over readings. Not thread-safe: one evaluator task owns it."""
+
+    def __init__(
+        self,
+        rules: RuleSet,
+        states: Mapping[Key, RuleState] | None = None,
+        last_ts: Mapping[str, datetime] | None = None,
+    ) -> None:
+        self._rules = rules
+        self._by_kind: dict[str, tuple[Rule, ...]] = {}
+        self._states: dict[Key, RuleState] = dict(states or {})
+        # Per device: the newest device time already stored and evaluated. Used
+        # for pairs with no state yet, so a redelivered reading is not new.
+        self._last_ts: dict[str, datetime] = dict(last_ts or {})
+
+    @property
+    def rules(self) -> RuleSet:
+        """The rule set in force."""
+        return self._rules
+
+    def swap_rules(self, rules: RuleSet) -> None:
+        """Use a new, already validated rule set; states of removed rules are forgotten."""
+        names = {rule.name for rule in rules.rules}
+        self._states = {key: s for key, s in self._states.items() if key[0] in names}
+        self._rules = rules
+        self._by_kind = {}
+
+    def state(self, key: Key) -> RuleState | None:
+        """The state of one (rule, subject) pair, if it has one."""
+        return self._states.get(key)
+
+    def evaluate(
+        self,
+        readings: Iterable[Reading],
+        context: Callable[[str], Mapping[str, Any]],
+    ) -> Evaluation:
+        """Run the batch through the state rules; ``context(device_id)`` adds registry fields."""
+        result = Evaluation()
+        for reading in readings:
+            rules = self._rules_for(reading.kind)
+            if not rules:
+                self._seen(reading)
+                continue
+            extra = context(reading.device_id)
+            fields: dict[str, object] = dict(extra)
+            fields.update(zip(_VALUE_COLUMNS, reading[5:-1], strict=True))
+            subject = subject_of(reading.device_id)
+            for rule in rules:
+                self._apply(rule, subject, reading, fields, extra, result)
+            self._seen(reading)
+        return result
+
+    def _apply(
+        self,
+        rule: Rule,
+        subject: str,
+        reading: Reading,
+        fields: dict[str, object],
+        extra: Mapping[str, Any],
+        result: Evaluation,
+    ) -> None:
+        key = (rule.name, subject)
+        before = self._states.get(key)
+        if before is None:
+            before = RuleState(last_ts=self._last_ts.get(reading.device_id))
+        elif before.last_ts is None:  # restored from the database, which keeps no last_ts
+            before = replace(before, last_ts=self._last_ts.get(reading.device_id))
+        after, outcome = step(rule, before, fields, reading.ts)
+        if after is before:
+            return
+        self._states[key] = after
+        if _durable(before) != _durable(after):
+            result.changed[key] = after
+        if outcome is not Outcome.NONE:
+            address = extra.get("address_id")
+            result.effects.append(
+                Effect(
+                    outcome,
+                    rule,
+                    subject,
+                    reading.device_id,
+                    address if isinstance(address, str) else None,
+                    reading.ts,
+                    _severity(rule, fields),
+                )
+            )
+
+    def _rules_for(self, kind: str) -> tuple[Rule, ...]:
+        rules = self._by_kind.get(kind)
+        if rules is None:
+            rules = self._by_kind[kind] = self._rules.for_kind(kind)
+        return rules
+
+    def _seen(self, reading: Reading) -> None:
+        last = self._last_ts.get(reading.device_id)
+        if last is None or reading.ts > last:
+            self._last_ts[reading.device_id] = reading.ts
+
+
+def _durable(state: RuleState) -> tuple[object, ...]:
+    """The part of a state worth persisting: everything but last_ts (restored from readings)."""
+    return (
+        state.phase,
+        state.pending_since,
+        state.fired_at,
+        state.clearing_since,
+        state.cleared_at,
+    )
+
+
+def _severity(rule: Rule, fields: Mapping[str, object]) -> str:
+    severity = rule.severity
+    for escalation in rule.escalate:
+        if escalation.when(fields) and SEVERITY_ORDER.index(
+            escalation.severity
+        ) > SEVERITY_ORDER.index(severity):
+            severity = escalation.severity
+    return severity

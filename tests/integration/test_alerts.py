@@ -1,0 +1,153 @@
+"""Rules on the ingest path, end to end: fleet incidents become exactly the expected alerts."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sensord.adapters.migrations import default_directory, migrate
+from sensord.cli import main as sensord_main
+from simulators.district import generate, write
+from simulators.fleet import read_csv_registry
+from simulators.publisher import Publisher
+from simulators.schedule import messages, plan_from_run
+from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
+
+pytestmark = pytest.mark.integration
+
+SCENARIOS = ("kitchen_fire", "elevator_entrapment", "fire_lane_blocked:for=20m")
+
+
+@pytest.fixture
+def alerts_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    dsn = create_database()
+    migrate(dsn, default_directory())
+    monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
+    yield dsn
+    drop_database(dsn)
+
+
+def run_fleet(tmp_path: Path, district: Path, port: int, seed: int) -> list[dict[str, object]]:
+    truth = tmp_path / f"truth-{seed}.jsonl"
+    command = [
+        sys.executable,
+        "-m",
+        "simulators",
+        "fleet",
+        "--registry",
+        str(district),
+        "--port",
+        str(port),
+        "--seed",
+        str(seed),
+        "--speedup",
+        "3600",
+        "--duration",
+        "1h",
+        "--truth",
+        str(truth),
+        "--quiet",
+    ]
+    for scenario in SCENARIOS:
+        command += ["--scenario", scenario]
+    result = subprocess.run(
+        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in truth.read_text().splitlines()]
+
+
+def test_each_injected_incident_raises_exactly_one_alert_and_nothing_else(
+    tmp_path: Path,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    alerts_db: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    district = tmp_path / "district"
+    write(generate(1, "demo"), district)
+    assert sensord_main(["registry", "import", str(district)]) == 0
+    capsys.readouterr()
+    sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
+    sensord.start()
+    records = run_fleet(tmp_path, district, broker.port, seed=5)
+    totals = records[-1]
+    wait_until(
+        lambda: (
+            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
+            >= totals["readings_total"]
+        ),  # type: ignore[operator]
+        60,
+        "every reading stored",
+    )
+    incidents = [r for r in records if r["record"] == "incident"]
+    expected = {(f"device:{i['device_id']}", i["expected"]["alert"]) for i in incidents}  # type: ignore[index]
+    with psycopg.connect(alerts_db) as db:
+        rows = db.execute(
+            "SELECT subject, category, severity, state, count FROM alerts ORDER BY id"
+        ).fetchall()
+        events = db.execute("SELECT count(*) FROM alert_events").fetchone()
+    assert {(subject, category) for subject, category, *_ in rows} == expected
+    assert len(rows) == len(expected)  # exactly one each, none elsewhere
+    by_category = {category: (severity, state) for _, category, severity, state, _ in rows}
+    assert by_category["elevator_entrapment"][0] == "critical"
+    assert by_category["fire"][0] in ("major", "critical")
+    # The incidents ended within the hour, so their alerts cleared.
+    assert {state for _, state in by_category.values()} == {"cleared"}
+    assert events is not None and events[0] >= 2 * len(rows)
+    metrics = sensord.metrics()
+    assert metrics['sensord_alerts_fired_total{category="fire",severity="major"}'] == 1
+
+
+def test_a_restart_neither_duplicates_nor_loses_alert_state(
+    tmp_path: Path,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    alerts_db: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    district = tmp_path / "district"
+    write(generate(1, "demo"), district)
+    assert sensord_main(["registry", "import", str(district)]) == 0
+    capsys.readouterr()
+    sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
+    sensord.start()
+    records = run_fleet(tmp_path, district, broker.port, seed=9)
+    wait_until(
+        lambda: (
+            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
+            >= records[-1]["readings_total"]
+        ),  # type: ignore[operator]
+        60,
+        "every reading stored",
+    )
+    with psycopg.connect(alerts_db) as db:
+        before = db.execute("SELECT id, state, count FROM alerts ORDER BY id").fetchall()
+        states = db.execute("SELECT count(*) FROM rule_state").fetchone()
+    assert before and states and states[0] > 0
+    assert sensord.terminate() == 0
+    sensord.start()  # resumes rule states from the database
+    # Replaying the same stream (what a broker redelivers after a crash) changes nothing.
+    plan = plan_from_run(records[0], read_csv_registry(district))
+    replay = [(m.topic, m.payload) for m in messages(plan)]
+    with Publisher(port=broker.port) as publisher:
+        publisher.publish(replay)
+    try:
+        wait_until(
+            lambda: (
+                sensord.metrics().get("sensord_ingest_received_messages_total", 0) >= len(replay)
+            ),
+            30,
+            "the replay to arrive",
+        )
+    except TimeoutError:
+        pytest.fail(f"{len(replay)} {sensord.metrics()} {sensord.log_tail()}")
+    with psycopg.connect(alerts_db) as db:
+        after = db.execute("SELECT id, state, count FROM alerts ORDER BY id").fetchall()
+    assert after == before
