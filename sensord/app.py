@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord import __version__
 from sensord.adapters import migrations
-from sensord.adapters.alert_store import load_last_ts, load_states
+from sensord.adapters.alert_store import load_last_seen, load_states
 from sensord.adapters.database import ReadingStore, conninfo, make_pool
 from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
@@ -46,7 +46,7 @@ from sensord.core.messages import DecodeLimits, decode
 from sensord.core.rules.engine import RuleEngine
 from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import RuleError
-from sensord.services.alerts import AlertPipeline
+from sensord.services.alerts import AlertPipeline, watch_absence
 from sensord.services.ingest import IngestBuffer, Item
 from sensord.services.retention import run_retention
 from sensord.services.writer import Writer
@@ -152,7 +152,7 @@ async def _run(
     )
     metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
     alerts = (
-        await _alert_pipeline(settings, pool, directory, metrics)
+        await _alert_pipeline(settings, pool, directory, metrics, clock)
         if settings.rules.enabled
         else None
     )
@@ -184,6 +184,20 @@ async def _run(
                 name="sensord.directory",
             )
         ]
+        if alerts is not None:
+            background.append(
+                group.create_task(
+                    watch_absence(
+                        alerts,
+                        _heartbeats(directory),
+                        store,
+                        clock,
+                        settings.rules.absence_check_s,
+                        retry,
+                    ),
+                    name="sensord.absence",
+                )
+            )
         starting = group.create_task(consumer.start(), name="sensord.mqtt")
         stopping = asyncio.ensure_future(daemon.stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -316,16 +330,33 @@ def rules_directory(settings: Settings) -> Path:
 
 
 async def _alert_pipeline(
-    settings: Settings, pool: AsyncConnectionPool, directory: RegistryDirectory, metrics: Metrics
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    directory: RegistryDirectory,
+    metrics: Metrics,
+    clock: Clock,
 ) -> AlertPipeline:
     """The rule engine, resumed from the persisted rule states and the stored readings."""
     rules = load_rules(rules_directory(settings))  # RuleError: fatal at start-up
     horizon = timedelta(days=settings.rules.state_horizon_days)
     async with pool.connection() as conn, conn.cursor() as cur:
         states = await load_states(cur)
-        last_ts = await load_last_ts(cur, horizon)
+        last_ts, last_received = await load_last_seen(cur, horizon)
     log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
-    return AlertPipeline(RuleEngine(rules, states, last_ts), _context_fields(directory), metrics)
+    engine = RuleEngine(rules, states, last_ts, started_at=clock.now(), last_received=last_received)
+    return AlertPipeline(engine, _context_fields(directory), metrics)
+
+
+def _heartbeats(directory: RegistryDirectory) -> Callable[[], Mapping[str, tuple[str, int | None]]]:
+    """Device -> (kind, heartbeat interval) from the current registry snapshot."""
+
+    def devices() -> Mapping[str, tuple[str, int | None]]:
+        return {
+            device_id: (context.device.kind, context.device.heartbeat_s)
+            for device_id, context in directory.snapshot().contexts.items()
+        }
+
+    return devices
 
 
 def _context_fields(directory: RegistryDirectory) -> Callable[[str], Mapping[str, Any]]:

@@ -87,6 +87,7 @@ class RulesConfig(_Section):
     enabled: bool = True
     directory: str = ""  # "" = rules/ of this source tree
     state_horizon_days: Annotated[float, Field(gt=0)] = 7.0
+    absence_check_s: Seconds = 15.0
 
 
 class MetricsConfig(_Section):

@@ -200,12 +200,17 @@ async def load_states(cur: AsyncCursor[tuple[object, ...]]) -> dict[Key, RuleSta
     return {(str(r), str(s)): decode_state(state) for r, s, state in await cur.fetchall()}  # type: ignore[arg-type]
 
 
-async def load_last_ts(
+async def load_last_seen(
     cur: AsyncCursor[tuple[object, ...]], horizon: timedelta
-) -> dict[str, datetime]:
-    """Per device, the newest device time stored within ``horizon`` (for the engine's guard)."""
+) -> tuple[dict[str, datetime], dict[str, datetime]]:
+    """Per device within ``horizon``: the newest device time stored (the engine's replay
+    guard) and the last time sensord received something (absence rules)."""
     await cur.execute(
-        "SELECT device_id, max(ts) FROM readings WHERE ts > now() - %s GROUP BY device_id",
+        "SELECT device_id, max(ts), max(received_at) FROM readings WHERE ts > now() - %s"
+        " GROUP BY device_id",
         (horizon,),
     )
-    return {str(device): ts for device, ts in await cur.fetchall()}  # type: ignore[misc]
+    rows = await cur.fetchall()
+    last_ts = {str(row[0]): row[1] for row in rows}
+    last_received = {str(row[0]): row[2] for row in rows}
+    return last_ts, last_received  # type: ignore[return-value]

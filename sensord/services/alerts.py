@@ -12,18 +12,27 @@ row locks in opposite orders.
 from __future__ import annotations
 
 import asyncio
+import logging
+import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncCursor
 
 from sensord.adapters.alert_store import apply_evaluation
+from sensord.adapters.database import ReadingStore
 from sensord.adapters.metrics import Metrics
+from sensord.clock import Clock
+from sensord.core.backoff import Backoff
 from sensord.core.messages import Reading
 from sensord.core.rules.engine import Evaluation, RuleEngine
 from sensord.core.rules.model import RuleSet
 from sensord.core.rules.state import Outcome
+from sensord.errors import StorageUnavailable
+
+log = logging.getLogger("sensord.alerts")
 
 
 class AlertWork:
@@ -64,11 +73,21 @@ class AlertPipeline:
         """Evaluate a batch now (call right after cutting it); None when it changes nothing."""
         evaluation = self._engine.evaluate(readings, self._context)
         self._metrics.rule_evaluations.inc(len(readings))
+        return self._work(evaluation)
+
+    def _work(self, evaluation: Evaluation) -> AlertWork | None:
         if not evaluation.effects and not evaluation.changed:
             return None
         work = AlertWork(evaluation, self._last)
         self._last = work.done
         return work
+
+    def check_absence(
+        self, now: datetime, devices: Mapping[str, tuple[str, int | None]]
+    ) -> AlertWork | None:
+        """Absence rules at ``now``; None when no device newly went silent."""
+        evaluation = self._engine.check_absence(now, devices, self._context)
+        return self._work(evaluation)
 
     def committed(self, work: AlertWork) -> None:
         """Count what the committed batch did to alerts."""
@@ -85,3 +104,36 @@ class AlertPipeline:
     def swap_rules(self, rules: RuleSet) -> None:
         """Use a new validated rule set from the next batch on."""
         self._engine.swap_rules(rules)
+
+
+async def watch_absence(
+    pipeline: AlertPipeline,
+    devices: Callable[[], Mapping[str, tuple[str, int | None]]],
+    store: ReadingStore,
+    clock: Clock,
+    interval_s: float,
+    backoff: Backoff,
+) -> None:
+    """Every ``interval_s``, fire absence alerts; each check commits in the batch order."""
+    while True:
+        await asyncio.sleep(interval_s)
+        work = pipeline.check_absence(clock.now(), devices())
+        if work is None:
+            continue
+        try:
+            attempt = 0
+            while True:
+                try:
+                    await store.write([], [], work.apply)
+                    break
+                except StorageUnavailable as exc:
+                    attempt += 1
+                    delay = backoff.delay(attempt, random.random)
+                    log.warning(
+                        "absence check: database unavailable, retrying",
+                        extra={"retry_in_s": round(delay, 2), "error": str(exc)},
+                    )
+                    await asyncio.sleep(delay)
+            pipeline.committed(work)
+        finally:
+            work.finish()

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
@@ -151,3 +152,62 @@ def test_a_restart_neither_duplicates_nor_loses_alert_state(
     with psycopg.connect(alerts_db) as db:
         after = db.execute("SELECT id, state, count FROM alerts ORDER BY id").fetchall()
     assert after == before
+
+
+def test_a_silent_device_goes_offline_and_its_next_message_clears_it(
+    tmp_path: Path,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    alerts_db: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    district = tmp_path / "district"
+    write(generate(1, "demo"), district)
+    assert sensord_main(["registry", "import", str(district)]) == 0
+    capsys.readouterr()
+    rules = tmp_path / "rules"
+    rules.mkdir()
+    shipped = (REPO / "rules" / "sensors.toml").read_text()
+    # Real time: 3 missed elevator heartbeats (60 s) would take 3 minutes; 0.05 takes 3 s.
+    (rules / "sensors.toml").write_text(
+        shipped.replace("missed_heartbeats = 3", "missed_heartbeats = 0.05")
+    )
+    sensord = daemon(
+        SENSORD_DATABASE__DSN=alerts_db,
+        SENSORD_RULES__DIRECTORY=str(rules),
+        SENSORD_RULES__ABSENCE_CHECK_S="0.5",
+    )
+    sensord.start()
+    with psycopg.connect(alerts_db, autocommit=True) as db:
+        elevators = [
+            row[0] for row in db.execute("SELECT device_id FROM devices WHERE kind = 'elevator'")
+        ]
+        street = db.execute("SELECT street FROM devices LIMIT 1").fetchone()
+
+        def open_offline() -> set[str]:
+            return {
+                row[0]
+                for row in db.execute(
+                    "SELECT device_id FROM alerts WHERE category = 'device_offline'"
+                    " AND state = 'firing'"
+                )
+            }
+
+        wait_until(lambda: open_offline() == set(elevators), 20, "elevators offline")
+        assert street is not None
+        back = elevators[0]
+        ts = datetime.now(UTC).isoformat()
+        with Publisher(port=broker.port) as publisher:
+            publisher.publish(
+                [
+                    (
+                        f"sensord/v1/{street[0]}/heartbeat/{back}",
+                        json.dumps({"ts": ts, "seq": 1}).encode(),
+                    )
+                ]
+            )
+        wait_until(lambda: back not in open_offline(), 10, "the heartbeat to clear it")
+        cleared = db.execute(
+            "SELECT count(*) FROM alerts WHERE device_id = %s AND state = 'cleared'", (back,)
+        ).fetchone()
+    assert cleared == (1,)

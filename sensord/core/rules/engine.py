@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sensord.core.messages import READING_COLUMNS, Reading
 from sensord.core.rules.model import SEVERITY_ORDER, Rule, RuleSet
-from sensord.core.rules.state import Outcome, RuleState, step
+from sensord.core.rules.state import Outcome, Phase, RuleState, step
 
 Key = tuple[str, str]  # (rule name, subject)
 _VALUE_COLUMNS = READING_COLUMNS[5:-1]
@@ -55,6 +55,9 @@ class RuleEngine:
         rules: RuleSet,
         states: Mapping[Key, RuleState] | None = None,
         last_ts: Mapping[str, datetime] | None = None,
+        *,
+        started_at: datetime | None = None,
+        last_received: Mapping[str, datetime] | None = None,
     ) -> None:
         self._rules = rules
         self._by_kind: dict[str, tuple[Rule, ...]] = {}
@@ -62,6 +65,12 @@ class RuleEngine:
         # Per device: the newest device time already stored and evaluated. Used
         # for pairs with no state yet, so a redelivered reading is not new.
         self._last_ts: dict[str, datetime] = dict(last_ts or {})
+        # Absence rules run on the server clock: when sensord last received
+        # something from each device. A device not heard of since before the
+        # start counts from the start, so a restart raises no storm of offline
+        # alerts and forgets no device.
+        self._started_at = started_at
+        self._last_received: dict[str, datetime] = dict(last_received or {})
 
     @property
     def rules(self) -> RuleSet:
@@ -86,7 +95,10 @@ class RuleEngine:
     ) -> Evaluation:
         """Run the batch through the state rules; ``context(device_id)`` adds registry fields."""
         result = Evaluation()
+        absence = self._absence_rules()
         for reading in readings:
+            if absence:
+                self._back_online(absence, reading, context, result)
             rules = self._rules_for(reading.kind)
             if not rules:
                 self._seen(reading)
@@ -134,6 +146,80 @@ class RuleEngine:
                     _severity(rule, fields),
                 )
             )
+
+    def check_absence(
+        self,
+        now: datetime,
+        devices: Mapping[str, tuple[str, int | None]],
+        context: Callable[[str], Mapping[str, Any]],
+    ) -> Evaluation:
+        """Fire absence rules for silent devices; ``devices``: id -> (kind, heartbeat_s)."""
+        result = Evaluation()
+        for rule in self._absence_rules():
+            assert rule.missed_heartbeats is not None
+            for device_id, (kind, heartbeat_s) in devices.items():
+                if not heartbeat_s or kind not in rule.kinds:
+                    continue
+                key = (rule.name, subject_of(device_id))
+                state = self._states.get(key)
+                if state is not None and state.phase is Phase.FIRING:
+                    continue
+                last = self._last_received.get(device_id, self._started_at)
+                if last is None or now - last <= timedelta(
+                    seconds=heartbeat_s * rule.missed_heartbeats
+                ):
+                    continue
+                fired = RuleState(Phase.FIRING, None, None, now, None, None)
+                self._states[key] = result.changed[key] = fired
+                address = context(device_id).get("address_id")
+                result.effects.append(
+                    Effect(
+                        Outcome.FIRED,
+                        rule,
+                        key[1],
+                        device_id,
+                        address if isinstance(address, str) else None,
+                        now,
+                        rule.severity,
+                    )
+                )
+        return result
+
+    def _back_online(
+        self,
+        rules: tuple[Rule, ...],
+        reading: Reading,
+        context: Callable[[str], Mapping[str, Any]],
+        result: Evaluation,
+    ) -> None:
+        last = self._last_received.get(reading.device_id)
+        if last is None or reading.received_at > last:
+            self._last_received[reading.device_id] = reading.received_at
+        subject = subject_of(reading.device_id)
+        for rule in rules:
+            key = (rule.name, subject)
+            state = self._states.get(key)
+            if state is None or state.phase is not Phase.FIRING:
+                continue
+            cleared = RuleState(
+                Phase.CLEARED, None, None, state.fired_at, None, reading.received_at
+            )
+            self._states[key] = result.changed[key] = cleared
+            address = context(reading.device_id).get("address_id")
+            result.effects.append(
+                Effect(
+                    Outcome.CLEARED,
+                    rule,
+                    subject,
+                    reading.device_id,
+                    address if isinstance(address, str) else None,
+                    reading.received_at,
+                    rule.severity,
+                )
+            )
+
+    def _absence_rules(self) -> tuple[Rule, ...]:
+        return tuple(rule for rule in self._rules.rules if rule.type == "absence")
 
     def _rules_for(self, kind: str) -> tuple[Rule, ...]:
         rules = self._by_kind.get(kind)

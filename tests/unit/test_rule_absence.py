@@ -1,0 +1,59 @@
+"""Absence rules (device_offline) on the pure engine: server clock, restart-safe."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from sensord.adapters.rule_files import load_rules
+from sensord.core.messages import Reading
+from sensord.core.rules.engine import RuleEngine
+from sensord.core.rules.state import Outcome
+
+RULES = load_rules(Path(__file__).resolve().parents[2] / "rules")
+START = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
+FLEET = {"FL-1": ("fire_lane", 600), "EL-1": ("elevator", 60)}  # heartbeat_s from the registry
+
+
+def no_context(device_id: str) -> dict[str, object]:
+    return {}
+
+
+def heartbeat(device_id: str, at: datetime) -> Reading:
+    return Reading(at, at, device_id, "heartbeat", int(at.timestamp()))
+
+
+def offline(engine: RuleEngine, at: datetime) -> list[tuple[Outcome, str]]:
+    return [(e.outcome, e.device_id) for e in engine.check_absence(at, FLEET, no_context).effects]
+
+
+def test_a_device_never_heard_from_fires_after_three_intervals_from_the_start() -> None:
+    engine = RuleEngine(RULES, started_at=START)
+    assert offline(engine, START + timedelta(seconds=179)) == []
+    assert offline(engine, START + timedelta(seconds=181)) == [(Outcome.FIRED, "EL-1")]
+    assert offline(engine, START + timedelta(seconds=400)) == []  # once, not every check
+    assert offline(engine, START + timedelta(seconds=1801)) == [(Outcome.FIRED, "FL-1")]
+
+
+def test_the_next_message_clears_it() -> None:
+    engine = RuleEngine(RULES, started_at=START)
+    offline(engine, START + timedelta(seconds=200))
+    back = START + timedelta(seconds=210)
+    effects = engine.evaluate([heartbeat("EL-1", back)], no_context).effects
+    assert [(e.outcome, e.rule.category) for e in effects] == [(Outcome.CLEARED, "device_offline")]
+    assert offline(engine, back + timedelta(seconds=179)) == []
+    assert offline(engine, back + timedelta(seconds=181)) == [(Outcome.FIRED, "EL-1")]
+
+
+def test_a_restart_raises_no_storm_and_forgets_no_device() -> None:
+    before = RuleEngine(RULES, started_at=START)
+    before.evaluate([heartbeat("FL-1", START), heartbeat("EL-1", START)], no_context)
+    fired = before.check_absence(START + timedelta(seconds=200), FLEET, no_context)
+    assert [e.device_id for e in fired.effects] == ["EL-1"]
+    # Restart 10 minutes later: states and last receipts come back from the database.
+    restart = START + timedelta(minutes=10)
+    after = RuleEngine(
+        RULES, fired.changed, started_at=restart, last_received={"FL-1": START, "EL-1": START}
+    )
+    assert offline(after, restart) == []  # EL-1 is already offline; FL-1 still within 30 min
+    assert offline(after, START + timedelta(seconds=1801)) == [(Outcome.FIRED, "FL-1")]
