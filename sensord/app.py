@@ -31,7 +31,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord import __version__
 from sensord.adapters import migrations
-from sensord.adapters.alert_store import load_last_seen, load_states
+from sensord.adapters.alert_store import load_count_history, load_last_seen, load_states
 from sensord.adapters.database import ReadingStore, conninfo, make_pool
 from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
@@ -339,11 +339,21 @@ async def _alert_pipeline(
     """The rule engine, resumed from the persisted rule states and the stored readings."""
     rules = load_rules(rules_directory(settings))  # RuleError: fatal at start-up
     horizon = timedelta(days=settings.rules.state_horizon_days)
+    counted = {r.counts_category for r in rules.rules if r.counts_category}
+    longest = max((r.window_s or 0 for r in rules.rules if r.type == "count"), default=0)
     async with pool.connection() as conn, conn.cursor() as cur:
         states = await load_states(cur)
         last_ts, last_received = await load_last_seen(cur, horizon)
+        history = await load_count_history(cur, counted, timedelta(seconds=longest))
     log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
-    engine = RuleEngine(rules, states, last_ts, started_at=clock.now(), last_received=last_received)
+    engine = RuleEngine(
+        rules,
+        states,
+        last_ts,
+        started_at=clock.now(),
+        last_received=last_received,
+        history=history,
+    )
     return AlertPipeline(engine, _context_fields(directory), metrics)
 
 

@@ -214,3 +214,18 @@ async def load_last_seen(
     last_ts = {str(row[0]): row[1] for row in rows}
     last_received = {str(row[0]): row[2] for row in rows}
     return last_ts, last_received  # type: ignore[return-value]
+
+
+async def load_count_history(
+    cur: AsyncCursor[tuple[object, ...]], categories: Iterable[str], horizon: timedelta
+) -> list[tuple[str, str, str | None, datetime]]:
+    """Alerts of counted categories opened within ``horizon``: the count rules' windows."""
+    await cur.execute(
+        "SELECT category, device_id, address_id, first_seen FROM alerts"
+        " WHERE category = ANY(%s) AND first_seen > now() - %s AND device_id IS NOT NULL",
+        (list(categories), horizon),
+    )
+    return [
+        (str(c), str(d), None if a is None else str(a), t)  # type: ignore[misc]
+        for c, d, a, t in await cur.fetchall()
+    ]

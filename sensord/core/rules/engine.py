@@ -58,6 +58,7 @@ class RuleEngine:
         *,
         started_at: datetime | None = None,
         last_received: Mapping[str, datetime] | None = None,
+        history: Iterable[tuple[str, str, str | None, datetime]] = (),
     ) -> None:
         self._rules = rules
         self._by_kind: dict[str, tuple[Rule, ...]] = {}
@@ -71,6 +72,13 @@ class RuleEngine:
         # alerts and forgets no device.
         self._started_at = started_at
         self._last_received: dict[str, datetime] = dict(last_received or {})
+        # Count rules: per (rule, subject), when the counted alerts fired.
+        self._windows: dict[Key, list[datetime]] = {}
+        for category, device_id, address_id, ts in history or ():
+            for rule in self._count_rules(category):
+                subject = _count_subject(rule, device_id, address_id)
+                if subject is not None:
+                    self._windows.setdefault((rule.name, subject), []).append(ts)
 
     @property
     def rules(self) -> RuleSet:
@@ -110,6 +118,7 @@ class RuleEngine:
             for rule in rules:
                 self._apply(rule, subject, reading, fields, extra, result)
             self._seen(reading)
+        self._count(result)
         return result
 
     def _apply(
@@ -218,6 +227,42 @@ class RuleEngine:
                 )
             )
 
+    def _count(self, result: Evaluation) -> None:
+        """Count rules: each counted alert that opens, at or over the threshold, fires one.
+
+        A count rule's alert does not clear by itself; while it is open, more
+        offences add to its count (the store merges a firing into an open alert).
+        """
+        for effect in list(result.effects):
+            if effect.outcome is not Outcome.FIRED:
+                continue
+            for rule in self._count_rules(effect.rule.category):
+                assert rule.window_s is not None and rule.threshold is not None
+                subject = _count_subject(rule, effect.device_id, effect.address_id)
+                if subject is None:
+                    continue
+                window = self._windows.setdefault((rule.name, subject), [])
+                window.append(effect.ts)
+                horizon = effect.ts - timedelta(seconds=rule.window_s)
+                window[:] = [ts for ts in window if ts > horizon]
+                if len(window) >= rule.threshold:
+                    result.effects.append(
+                        Effect(
+                            Outcome.FIRED,
+                            rule,
+                            subject,
+                            effect.device_id,
+                            effect.address_id,
+                            effect.ts,
+                            rule.severity,
+                        )
+                    )
+
+    def _count_rules(self, category: str) -> tuple[Rule, ...]:
+        return tuple(
+            r for r in self._rules.rules if r.type == "count" and r.counts_category == category
+        )
+
     def _absence_rules(self) -> tuple[Rule, ...]:
         return tuple(rule for rule in self._rules.rules if rule.type == "absence")
 
@@ -231,6 +276,14 @@ class RuleEngine:
         last = self._last_ts.get(reading.device_id)
         if last is None or reading.ts > last:
             self._last_ts[reading.device_id] = reading.ts
+
+
+def _count_subject(rule: Rule, device_id: str, address_id: str | None) -> str | None:
+    # The snapshot carries places, not households: a dwelling's households are
+    # counted together as its address (one household per dwelling in practice).
+    if rule.subject == "device":
+        return subject_of(device_id)
+    return f"address:{address_id}" if address_id else None
 
 
 def _durable(state: RuleState) -> tuple[object, ...]:
