@@ -1,4 +1,4 @@
-"""Count rules: a second indoor-charging alert of one dwelling within 30 days is a repeat offence."""
+"""Count rules: a second indoor-charging alert of a dwelling within 30 days is a repeat offence."""
 
 from __future__ import annotations
 
