@@ -1,4 +1,4 @@
-"""Command line: ``sensord run | migrate | check-config | registry | version``."""
+"""Command line: ``sensord run | migrate | check-config | registry | rules | alerts | silence``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensord import __version__, logs, registry_cli
+from sensord import __version__, alerts_cli, logs, registry_cli
 from sensord.config import Settings, load_settings, redacted
 from sensord.errors import ConfigError, MigrationError
 
@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     rules_check = rules.add_parser("check", help="validate a rule directory (all or nothing)")
     rules_check.add_argument("directory", type=Path, nargs="?", default=Path("rules"))
+    alerts_cli.add_parser(commands)
     return parser
 
 
@@ -60,6 +61,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "check-config": _check_config,
         "registry": registry_cli.run,
         "rules": _rules_check,
+        "alerts": alerts_cli.run,
+        "silence": alerts_cli.run,
     }
     return handlers[args.command](settings, args)
 

@@ -62,14 +62,17 @@ async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
     if row is not None:
         await _event(cur, row[0], "updated", f"{effect.outcome.value} while open")
         return 0
+    silence = await _silence(cur, effect)
     if effect.outcome is Outcome.REOPENED:
         await cur.execute(
             "UPDATE alerts SET state = 'firing', cleared_at = NULL, clear_reason = NULL,"
+            " acknowledged_at = NULL, acknowledged_by = NULL, silenced_by = %s,"
             " count = count + 1, last_seen = %s, severity = %s, updated_at = now()"
             " WHERE id = (SELECT id FROM alerts WHERE rule = %s AND subject = %s"
             " AND state = 'cleared' AND cleared_at >= %s ORDER BY cleared_at DESC LIMIT 1)"
             " RETURNING id",
             (
+                silence,
                 effect.ts,
                 effect.severity,
                 rule.name,
@@ -80,8 +83,9 @@ async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
         row = await cur.fetchone()
         if row is not None:
             await _event(cur, row[0], "reopened", "")
+            if silence is not None:
+                await _event(cur, row[0], "silenced", f"silence {silence}")
             return 1
-    silence = await _silence(cur, effect)
     await cur.execute(
         "INSERT INTO alerts (rule, category, severity, safety, subject, device_id, address_id,"
         " first_seen, last_seen, silenced_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
@@ -115,16 +119,18 @@ async def _silence(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int 
         return None  # a silence never mutes a safety rule
     await cur.execute(
         "SELECT id FROM silences WHERE expired_at IS NULL AND starts_at <= %s AND ends_at > %s"
+        " AND (cardinality(rules) = 0 OR %s = ANY(rules))"  # no rules named: every non-safety
         " AND ((scope = 'device' AND value = %s) OR (scope = 'address' AND value = %s)"
-        " OR (scope = 'kind' AND value = ANY(%s))"
+        " OR (scope = 'kind' AND value = (SELECT kind FROM devices WHERE device_id = %s))"
         " OR (scope = 'building' AND value = (SELECT building_id FROM addresses"
         " WHERE address_id = %s))) ORDER BY id LIMIT 1",
         (
             effect.ts,
             effect.ts,
+            effect.rule.name,
             effect.device_id,
             effect.address_id,
-            list(effect.rule.kinds),
+            effect.device_id,
             effect.address_id,
         ),
     )
@@ -202,18 +208,22 @@ async def load_states(cur: AsyncCursor[tuple[object, ...]]) -> dict[Key, RuleSta
 
 async def load_last_seen(
     cur: AsyncCursor[tuple[object, ...]], horizon: timedelta
-) -> tuple[dict[str, datetime], dict[str, datetime]]:
+) -> tuple[dict[tuple[str, str], datetime], dict[str, datetime]]:
     """Per device within ``horizon``: the newest device time stored (the engine's replay
     guard) and the last time sensord received something (absence rules)."""
     await cur.execute(
-        "SELECT device_id, max(ts), max(received_at) FROM readings WHERE ts > now() - %s"
-        " GROUP BY device_id",
+        "SELECT device_id, kind, max(ts), max(received_at) FROM readings"
+        " WHERE ts > now() - %s GROUP BY device_id, kind",
         (horizon,),
     )
-    rows = await cur.fetchall()
-    last_ts = {str(row[0]): row[1] for row in rows}
-    last_received = {str(row[0]): row[2] for row in rows}
-    return last_ts, last_received  # type: ignore[return-value]
+    last_ts: dict[tuple[str, str], datetime] = {}
+    last_received: dict[str, datetime] = {}
+    for device, kind, ts, received in await cur.fetchall():
+        last_ts[(str(device), str(kind))] = ts  # type: ignore[assignment]
+        seen = last_received.get(str(device))
+        if seen is None or received > seen:  # type: ignore[operator]
+            last_received[str(device)] = received  # type: ignore[assignment]
+    return last_ts, last_received
 
 
 async def load_count_history(

@@ -54,7 +54,7 @@ class RuleEngine:
         self,
         rules: RuleSet,
         states: Mapping[Key, RuleState] | None = None,
-        last_ts: Mapping[str, datetime] | None = None,
+        last_ts: Mapping[tuple[str, str], datetime] | None = None,
         *,
         started_at: datetime | None = None,
         last_received: Mapping[str, datetime] | None = None,
@@ -65,7 +65,9 @@ class RuleEngine:
         self._states: dict[Key, RuleState] = dict(states or {})
         # Per device: the newest device time already stored and evaluated. Used
         # for pairs with no state yet, so a redelivered reading is not new.
-        self._last_ts: dict[str, datetime] = dict(last_ts or {})
+        # Keyed by (device, kind): a pair's guard is the newest of its rule's kinds, the
+        # same whether the pair lives in memory or was restored after a restart.
+        self._last_ts: dict[tuple[str, str], datetime] = dict(last_ts or {})
         # Absence rules run on the server clock: when sensord last received
         # something from each device. A device not heard of since before the
         # start counts from the start, so a restart raises no storm of offline
@@ -133,9 +135,9 @@ class RuleEngine:
         key = (rule.name, subject)
         before = self._states.get(key)
         if before is None:
-            before = RuleState(last_ts=self._last_ts.get(reading.device_id))
+            before = RuleState(last_ts=self._newest(reading.device_id, rule.kinds))
         elif before.last_ts is None:  # restored from the database, which keeps no last_ts
-            before = replace(before, last_ts=self._last_ts.get(reading.device_id))
+            before = replace(before, last_ts=self._newest(reading.device_id, rule.kinds))
         after, outcome = step(rule, before, fields, reading.ts)
         if after is before:
             return
@@ -272,10 +274,15 @@ class RuleEngine:
             rules = self._by_kind[kind] = self._rules.for_kind(kind)
         return rules
 
+    def _newest(self, device_id: str, kinds: Iterable[str]) -> datetime | None:
+        seen = [t for k in kinds if (t := self._last_ts.get((device_id, k))) is not None]
+        return max(seen, default=None)
+
     def _seen(self, reading: Reading) -> None:
-        last = self._last_ts.get(reading.device_id)
+        key = (reading.device_id, reading.kind)
+        last = self._last_ts.get(key)
         if last is None or reading.ts > last:
-            self._last_ts[reading.device_id] = reading.ts
+            self._last_ts[key] = reading.ts
 
 
 def _count_subject(rule: Rule, device_id: str, address_id: str | None) -> str | None:

@@ -100,6 +100,19 @@ def _compile(node: ast.expr, names: set[str]) -> Callable[[Fields], Any]:  # noq
 
 
 def _compile_compare(node: ast.Compare, names: set[str]) -> Callable[[Fields], Any]:
+    if len(node.ops) == 1 and isinstance(node.ops[0], ast.Is | ast.IsNot):
+        # `x is None` / `x is not None`: whether the reading carries x; always known.
+        right = node.comparators[0]
+        if not (isinstance(right, ast.Constant) and right.value is None):
+            raise ExpressionError(f"column {right.col_offset + 1}: `is` compares with None only")
+        operand = _compile(node.left, names)
+        absent = isinstance(node.ops[0], ast.Is)
+        return lambda fields: (operand(fields) in (None, _MISSING)) is absent
+    unknown = [op for op in node.ops if type(op) not in _COMPARE]
+    if unknown:  # e.g. `is` inside a chain: refused at load, like any other construct
+        raise ExpressionError(
+            f"{type(unknown[0]).__name__} at column {node.col_offset + 1} is not allowed here"
+        )
     operands = [_compile(node.left, names)] + [_compile(c, names) for c in node.comparators]
     operators = [_COMPARE[type(op)] for op in node.ops]
 

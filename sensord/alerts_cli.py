@@ -1,0 +1,451 @@
+"""``sensord alerts list|ack|clear`` and ``sensord silence add|list|expire``: alerts by hand.
+
+Arguments are parsed and checked here (times, durations, the rules a silence
+names, which may never be safety rules); the SQL is
+``adapters/alert_queries``. Exit status: 0 done; 1 refused (unknown id, an
+alert or silence not in a state the command applies to, a safety or unknown
+rule, a device or place not in the registry) or the database failed; 2 bad
+arguments.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import getpass
+import json
+import re
+import sys
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from sensord.config import Settings
+from sensord.core.topics import DEVICE_KINDS
+from sensord.errors import SensordError
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from sensord.adapters.alert_queries import AlertRow, NewSilence, Scope, SilenceRow
+    from sensord.core.rules.model import RuleSet
+
+ALERT_STATES = ("open", "firing", "acknowledged", "cleared", "all")
+_DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+
+
+class ArgumentInvalid(SensordError):
+    """A value the parser accepted as text but that does not make sense (exit 2)."""
+
+
+def add_parser(commands: Any) -> None:
+    """Add ``alerts`` and ``silence`` with their subcommands to the ``sensord`` subparsers."""
+    alerts = commands.add_parser("alerts", help="list, acknowledge and clear alerts")
+    sub = alerts.add_subparsers(dest="alerts_command", required=True)
+    listing = sub.add_parser("list", help="alerts, the most recently seen first")
+    listing.add_argument(
+        "--state",
+        choices=ALERT_STATES,
+        default="open",
+        help="which alerts (default: open = firing or acknowledged)",
+    )
+    listing.add_argument("--limit", type=_positive, default=100, help="at most this many")
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+    ack = sub.add_parser("ack", help="acknowledge a firing alert")
+    ack.add_argument("alert_id", metavar="ID", type=int)
+    ack.add_argument("--by", required=True, type=_text("--by"), help="who acknowledges")
+    clear = sub.add_parser("clear", help="clear an open alert by hand")
+    clear.add_argument("alert_id", metavar="ID", type=int)
+    clear.add_argument("--reason", required=True, type=_text("--reason"), help="why")
+    clear.add_argument("--by", type=_text("--by"), help="who clears (default: the login name)")
+
+    silence = commands.add_parser(
+        "silence", help="maintenance windows: mute non-safety alerts of a device or place"
+    )
+    sub = silence.add_subparsers(dest="silence_command", required=True)
+    add = sub.add_parser(
+        "add",
+        help="mute non-safety alerts of one scope for a time (safety rules are never muted)",
+    )
+    scope = add.add_mutually_exclusive_group(required=True)
+    scope.add_argument("--device", metavar="ID")
+    scope.add_argument("--address", metavar="ID")
+    scope.add_argument("--building", metavar="ID")
+    scope.add_argument("--kind", choices=DEVICE_KINDS, help="every device of this kind")
+    until = add.add_mutually_exclusive_group(required=True)
+    until.add_argument("--until", metavar="TIME", help="ISO 8601 with a UTC offset")
+    until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 1d, 1h30m")
+    add.add_argument("--from", dest="start", metavar="TIME", help="default: now")
+    add.add_argument("--author", required=True, type=_text("--author"))
+    add.add_argument("--reason", required=True, type=_text("--reason"))
+    add.add_argument(
+        "--rule",
+        dest="rules",
+        metavar="NAME",
+        action="append",
+        default=[],
+        help="mute only this rule (repeatable; never a safety rule); default: all non-safety",
+    )
+    listing = sub.add_parser("list", help="active and pending silences")
+    listing.add_argument("--all", action="store_true", help="also ended and expired ones")
+    listing.add_argument("--json", action="store_true", help="print as JSON")
+    expire = sub.add_parser("expire", help="end a silence now")
+    expire.add_argument("silence_id", metavar="ID", type=int)
+    expire.add_argument("--by", required=True, type=_text("--by"))
+
+
+def run(settings: Settings, args: argparse.Namespace) -> int:
+    """Run the chosen ``alerts`` or ``silence`` subcommand; the process exit status."""
+    import psycopg
+
+    from sensord.adapters.alert_queries import Refused
+
+    subcommand = getattr(args, f"{args.command}_command")
+    handlers: dict[tuple[str, str], Callable[[Settings, argparse.Namespace], int]] = {
+        ("alerts", "list"): _list_alerts,
+        ("alerts", "ack"): _ack,
+        ("alerts", "clear"): _clear,
+        ("silence", "add"): _add_silence,
+        ("silence", "list"): _list_silences,
+        ("silence", "expire"): _expire,
+    }
+    prog = f"sensord {args.command} {subcommand}"
+    try:
+        return handlers[(args.command, subcommand)](settings, args)
+    except ArgumentInvalid as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    except Refused as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 1
+    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
+        print(f"{prog}: the database schema is behind; run `sensord migrate`", file=sys.stderr)
+        return 1
+    except psycopg.OperationalError as exc:
+        print(f"{prog}: cannot reach the database: {exc}", file=sys.stderr)
+        return 1
+
+
+def _connect(settings: Settings) -> psycopg.Connection:
+    import psycopg
+
+    from sensord.adapters.database import conninfo
+
+    return psycopg.connect(conninfo(settings.database, "sensord-alerts"), autocommit=True)
+
+
+# --- alerts -----------------------------------------------------------------------
+
+
+def _list_alerts(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import list_alerts
+
+    with _connect(settings) as conn:
+        alerts = list_alerts(conn, args.state, args.limit)
+    if args.json:
+        print(json.dumps([as_json(alert) for alert in alerts], indent=2, ensure_ascii=False))
+    elif not alerts:
+        print(f"no {'' if args.state == 'all' else args.state + ' '}alerts")
+    else:
+        print(alert_table(alerts))
+    return 0
+
+
+def _ack(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import acknowledge
+
+    with _connect(settings) as conn:
+        alert = acknowledge(conn, args.alert_id, args.by)
+    print(f"alert {alert.id} ({alert.rule} {alert.subject}) acknowledged by {args.by}")
+    return 0
+
+
+def _clear(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import clear, condition_still_holds
+
+    by = args.by or _login_name()
+    with _connect(settings) as conn:
+        alert = clear(conn, args.alert_id, args.reason, by)
+        holds = condition_still_holds(conn, alert.rule, alert.subject)
+    print(f"alert {alert.id} ({alert.rule} {alert.subject}) cleared by {by}: {args.reason}")
+    if holds:
+        print(
+            f"note: {alert.rule} still held for {alert.subject} at the last evaluation; it "
+            "raises a new alert only after its condition clears and holds again",
+            file=sys.stderr,
+        )
+    return 0
+
+
+def alert_table(alerts: Sequence[AlertRow]) -> str:
+    """Alerts as an aligned table for a terminal."""
+    rows = [
+        [
+            str(a.id),
+            a.state,
+            a.severity,
+            a.rule,
+            a.subject,
+            str(a.count),
+            _when(a.first_seen),
+            _when(a.last_seen),
+            _alert_note(a),
+        ]
+        for a in alerts
+    ]
+    headers = ["ID", "STATE", "SEVERITY", "RULE", "SUBJECT", "COUNT", "FIRST SEEN", "LAST SEEN"]
+    return table([*headers, "NOTE"], rows, right={0, 5})
+
+
+def _alert_note(alert: AlertRow) -> str:
+    notes = ["safety"] if alert.safety else []
+    if alert.silenced_by is not None:
+        notes.append(f"silenced by {alert.silenced_by}")
+    if alert.acknowledged_by:
+        notes.append(f"ack {alert.acknowledged_by}")
+    if alert.clear_reason:
+        notes.append(f"cleared: {alert.clear_reason}")
+    return "; ".join(notes)
+
+
+# --- silences ---------------------------------------------------------------------
+
+
+def _add_silence(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import Refused, add_silence, device_kind, registered
+
+    silence = new_silence(args, datetime.now(UTC))
+    rules = _rules_or_none(settings, required=bool(silence.rules))
+    if rules is not None:
+        check_rules(silence.rules, rules)  # unknown or safety rules: refused before any I/O
+    with _connect(settings) as conn:
+        kind: str | None = silence.value if silence.scope == "kind" else None
+        if silence.scope == "device":
+            kind = device_kind(conn, silence.value)
+            if kind is None:
+                raise Refused(f"no device {silence.value!r} in the registry")
+        elif silence.scope != "kind" and not registered(conn, silence.scope, silence.value):
+            raise Refused(f"no {silence.scope} {silence.value!r} in the registry")
+        if rules is not None and kind is not None:
+            check_applicable(silence.rules, rules, kind)
+        created = add_silence(conn, silence)
+    print(
+        f"silence {created.id} created: {created.scope} {created.value}, "
+        f"{_when(created.starts_at)} until {_when(created.ends_at)}"
+    )
+    print(mutes(created.rules, rules))
+    return 0
+
+
+def new_silence(args: argparse.Namespace, now: datetime) -> NewSilence:
+    """The silence the arguments describe; ArgumentInvalid when they do not make sense."""
+    from sensord.adapters.alert_queries import NewSilence
+
+    scopes: tuple[Scope, ...] = ("device", "address", "building", "kind")
+    scope = next(name for name in scopes if getattr(args, name) is not None)
+    value: str = getattr(args, scope)
+    if not value.strip():
+        raise ArgumentInvalid(f"--{scope} must not be empty")
+    starts = parse_time(args.start, now) if args.start else now
+    try:
+        ends = parse_time(args.until, now) if args.until else starts + parse_duration(args.duration)
+    except OverflowError:
+        raise ArgumentInvalid(f"--for {args.duration}: too long") from None
+    if ends <= now:
+        raise ArgumentInvalid(f"the silence would already be over ({_when(ends)} is past)")
+    if ends <= starts:
+        raise ArgumentInvalid(
+            f"the silence must end after it starts ({_when(ends)} is not after {_when(starts)})"
+        )
+    return NewSilence(
+        scope,
+        value.strip(),
+        starts,
+        ends,
+        args.author,
+        args.reason,
+        tuple(dict.fromkeys(args.rules)),
+    )
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """``now`` or an ISO 8601 time with a UTC offset (a bare local time is ambiguous)."""
+    if text.strip() == "now":
+        return now
+    try:
+        value = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ArgumentInvalid(
+            f"{text!r} is not an ISO 8601 time, e.g. 2026-11-26T18:00+08:00"
+        ) from None
+    if value.tzinfo is None:
+        raise ArgumentInvalid(f"{text!r} has no UTC offset; write e.g. {text}+08:00 or {text}Z")
+    return value
+
+
+def parse_duration(text: str) -> timedelta:
+    """``90s``, ``30m``, ``2h``, ``1d``, ``1h30m``: a positive duration."""
+    match = _DURATION.match(text.strip())
+    if not match or not any(match.groups()):
+        raise ArgumentInvalid(f"{text!r} is not a duration, e.g. 30m, 2h, 1d or 1h30m")
+    days, hours, minutes, seconds = (int(part or 0) for part in match.groups())
+    try:
+        duration = timedelta(days=days, hours=hours, minutes=minutes, seconds=seconds)
+    except OverflowError:
+        raise ArgumentInvalid(f"{text!r}: too long") from None
+    if duration <= timedelta(0):
+        raise ArgumentInvalid(f"{text!r}: a silence lasts longer than nothing")
+    return duration
+
+
+def check_rules(names: Sequence[str], rules: RuleSet) -> None:
+    """Refuse rule names that are unknown or name a safety rule."""
+    from sensord.adapters.alert_queries import Refused
+
+    by_name = {rule.name: rule for rule in rules.rules}
+    for name in names:
+        rule = by_name.get(name)
+        if rule is None:
+            raise Refused(f"no rule {name!r}; rules: {', '.join(sorted(by_name))}")
+        if rule.safety:
+            raise Refused(
+                f"rule {name!r} is a safety rule: silences cannot mute safety rules "
+                f"(safety rules: {', '.join(_safety_names(rules))})",
+            )
+
+
+def check_applicable(names: Sequence[str], rules: RuleSet, kind: str) -> None:
+    """Refuse rules that never see a device of this kind (every device sends heartbeats)."""
+    from sensord.adapters.alert_queries import Refused
+
+    kinds = {kind, "heartbeat"}
+    by_name = {rule.name: rule for rule in rules.rules}
+    for name in names:
+        if not kinds & set(by_name[name].kinds):
+            raise Refused(
+                f"rule {name!r} watches {', '.join(by_name[name].kinds)}, never {kind}: "
+                "the silence would mute nothing",
+            )
+
+
+def mutes(names: Sequence[str], rules: RuleSet | None) -> str:
+    """What a silence mutes, in words."""
+    if names:
+        return f"mutes only: {', '.join(names)}"
+    safety = f" ({', '.join(_safety_names(rules))})" if rules is not None else ""
+    return f"mutes non-safety rules only; safety rules{safety} are never muted"
+
+
+def _safety_names(rules: RuleSet | None) -> list[str]:
+    return [rule.name for rule in rules.rules if rule.safety] if rules else []
+
+
+def _rules_or_none(settings: Settings, *, required: bool) -> RuleSet | None:
+    """The configured rule set; when it cannot be loaded, refuse if ``required``."""
+    from sensord.adapters.alert_queries import Refused
+    from sensord.adapters.rule_files import load_rules
+    from sensord.app import rules_directory
+    from sensord.core.rules.model import RuleError
+
+    directory = rules_directory(settings)
+    try:
+        return load_rules(directory)
+    except (RuleError, OSError) as exc:
+        if required:
+            raise Refused(
+                f"cannot check the named rules: the rules in {directory} do not load: {exc}"
+            ) from None
+        return None
+
+
+def _list_silences(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import list_silences
+
+    with _connect(settings) as conn:
+        silences = list_silences(conn, args.all)
+    if args.json:
+        print(json.dumps([as_json(s) for s in silences], indent=2, ensure_ascii=False))
+    elif not silences:
+        print("no silences" if args.all else "no active or pending silences")
+    else:
+        print(silence_table(silences))
+    return 0
+
+
+def _expire(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.alert_queries import expire_silence
+
+    with _connect(settings) as conn:
+        silence = expire_silence(conn, args.silence_id, args.by)
+    print(f"silence {silence.id} ({silence.scope} {silence.value}) expired by {args.by}")
+    return 0
+
+
+def silence_table(silences: Sequence[SilenceRow]) -> str:
+    """Silences as an aligned table for a terminal."""
+    rows = [
+        [
+            str(s.id),
+            s.status,
+            f"{s.scope} {s.value}",
+            ",".join(s.rules) or "non-safety",
+            _when(s.starts_at),
+            _when(s.ends_at),
+            s.author,
+            s.reason,
+        ]
+        for s in silences
+    ]
+    headers = ["ID", "STATUS", "SCOPE", "RULES", "FROM", "UNTIL", "AUTHOR", "REASON"]
+    return table(headers, rows, right={0})
+
+
+# --- output -----------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
+    """Columns padded to their widest cell; ``right``: indexes of right-aligned columns."""
+    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
+    lines = []
+    for cells in [headers, *rows]:
+        padded = [
+            cell.rjust(width) if index in right else cell.ljust(width)
+            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
+        ]
+        lines.append("  ".join(padded).rstrip())
+    return "\n".join(lines)
+
+
+def as_json(row: AlertRow | SilenceRow) -> dict[str, Any]:
+    """A row as JSON-able data, times in ISO 8601."""
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in dataclasses.asdict(row).items()
+    }
+
+
+def _when(value: datetime) -> str:
+    return value.isoformat(sep=" ", timespec="seconds")
+
+
+def _login_name() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return "operator"
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _text(option: str) -> Callable[[str], str]:
+    def parse(text: str) -> str:
+        if not text.strip():
+            raise argparse.ArgumentTypeError(f"{option} must not be empty")
+        return text.strip()
+
+    return parse
