@@ -412,9 +412,9 @@ def _reload_rules(settings: Settings, alerts: AlertPipeline, metrics: Metrics) -
     directory = rules_directory(settings)
     try:
         rules = load_rules(directory)
-    except (RuleError, OSError) as exc:
+    except Exception as exc:  # a signal handler is a loop boundary: log, count, keep running
         metrics.rule_reloads.labels("error").inc()
-        problems = exc.problems if isinstance(exc, RuleError) else [str(exc)]
+        problems = exc.problems if isinstance(exc, RuleError) else [f"{type(exc).__name__}: {exc}"]
         log.error(
             "rule reload refused; the running rules stay",
             extra={"directory": str(directory), "problems": problems},
