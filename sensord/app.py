@@ -46,7 +46,7 @@ from sensord.core.messages import DecodeLimits, decode
 from sensord.core.rules.engine import RuleEngine
 from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import RuleError
-from sensord.services.alerts import AlertPipeline, watch_absence
+from sensord.services.alerts import AlertPipeline, commit_work, watch_absence
 from sensord.services.ingest import IngestBuffer, Item
 from sensord.services.retention import run_retention
 from sensord.services.writer import Writer
@@ -165,16 +165,7 @@ async def _run(
     ]
     consumer = MqttConsumer(settings.mqtt, buffer.handle, metrics)
     buffer.on_pressure = consumer.backpressure
-    scheduler = AsyncIOScheduler()
-    scheduler.add_job(
-        run_retention,
-        "interval",
-        args=(pool, settings.retention, metrics),
-        seconds=settings.retention.interval_s,
-        id="retention",
-        max_instances=1,
-        coalesce=True,
-    )
+    scheduler = _scheduler(settings, pool, metrics, alerts, directory, store, clock, retry)
 
     async with asyncio.TaskGroup() as group:
         writing = [group.create_task(w.run(), name=f"sensord.{w.name}") for w in writers]
@@ -355,6 +346,56 @@ async def _alert_pipeline(
         history=history,
     )
     return AlertPipeline(engine, _context_fields(directory), metrics)
+
+
+def _scheduler(
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    metrics: Metrics,
+    alerts: AlertPipeline | None,
+    directory: RegistryDirectory,
+    store: ReadingStore,
+    clock: Clock,
+    retry: Backoff,
+) -> AsyncIOScheduler:
+    """sensord's own periodic jobs: retention, and the registry checks of the rules."""
+    scheduler = AsyncIOScheduler()
+    if alerts is not None:
+        scheduler.add_job(
+            commit_inspections,
+            "interval",
+            args=(alerts, directory, store, clock, retry),
+            seconds=settings.rules.registry_check_s,
+            next_run_time=clock.now(),  # once at start, then periodically
+            id="inspections",
+            max_instances=1,
+            coalesce=True,
+        )
+    scheduler.add_job(
+        run_retention,
+        "interval",
+        args=(pool, settings.retention, metrics),
+        seconds=settings.retention.interval_s,
+        id="retention",
+        max_instances=1,
+        coalesce=True,
+    )
+    return scheduler
+
+
+async def commit_inspections(
+    alerts: AlertPipeline,
+    directory: RegistryDirectory,
+    store: ReadingStore,
+    clock: Clock,
+    backoff: Backoff,
+) -> None:
+    """The scheduled registry check: inspection dates against the inspection rules."""
+    due = {
+        device_id: (context.device.kind, context.device.inspection_due)
+        for device_id, context in directory.snapshot().contexts.items()
+    }
+    await commit_work(alerts, alerts.check_inspections(clock.now(), due), store, backoff)
 
 
 def _heartbeats(directory: RegistryDirectory) -> Callable[[], Mapping[str, tuple[str, int | None]]]:

@@ -88,6 +88,7 @@ class RulesConfig(_Section):
     directory: str = ""  # "" = rules/ of this source tree
     state_horizon_days: Annotated[float, Field(gt=0)] = 7.0
     absence_check_s: Seconds = 15.0
+    registry_check_s: Seconds = 3600.0
 
 
 class MetricsConfig(_Section):

@@ -16,7 +16,7 @@ import logging
 import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from psycopg import AsyncCursor
@@ -89,6 +89,12 @@ class AlertPipeline:
         evaluation = self._engine.check_absence(now, devices, self._context)
         return self._work(evaluation)
 
+    def check_inspections(
+        self, now: datetime, due: Mapping[str, tuple[str, date | None]]
+    ) -> AlertWork | None:
+        """Inspection rules at ``now``; None when nothing changed."""
+        return self._work(self._engine.check_inspections(now, due, self._context))
+
     def committed(self, work: AlertWork) -> None:
         """Count what the committed batch did to alerts."""
         work.finish()
@@ -117,23 +123,29 @@ async def watch_absence(
     """Every ``interval_s``, fire absence alerts; each check commits in the batch order."""
     while True:
         await asyncio.sleep(interval_s)
-        work = pipeline.check_absence(clock.now(), devices())
-        if work is None:
-            continue
-        try:
-            attempt = 0
-            while True:
-                try:
-                    await store.write([], [], work.apply)
-                    break
-                except StorageUnavailable as exc:
-                    attempt += 1
-                    delay = backoff.delay(attempt, random.random)
-                    log.warning(
-                        "absence check: database unavailable, retrying",
-                        extra={"retry_in_s": round(delay, 2), "error": str(exc)},
-                    )
-                    await asyncio.sleep(delay)
-            pipeline.committed(work)
-        finally:
-            work.finish()
+        await commit_work(pipeline, pipeline.check_absence(clock.now(), devices()), store, backoff)
+
+
+async def commit_work(
+    pipeline: AlertPipeline, work: AlertWork | None, store: ReadingStore, backoff: Backoff
+) -> None:
+    """Commit alert work that no batch carries (timers), retrying while the database is down."""
+    if work is None:
+        return
+    try:
+        attempt = 0
+        while True:
+            try:
+                await store.write([], [], work.apply)
+                break
+            except StorageUnavailable as exc:
+                attempt += 1
+                delay = backoff.delay(attempt, random.random)
+                log.warning(
+                    "alert check: database unavailable, retrying",
+                    extra={"retry_in_s": round(delay, 2), "error": str(exc)},
+                )
+                await asyncio.sleep(delay)
+        pipeline.committed(work)
+    finally:
+        work.finish()

@@ -90,10 +90,29 @@ def test_each_injected_incident_raises_exactly_one_alert_and_nothing_else(
     incidents = [r for r in records if r["record"] == "incident"]
     expected = {(f"device:{i['device_id']}", i["expected"]["alert"]) for i in incidents}  # type: ignore[index]
     with psycopg.connect(alerts_db) as db:
+        # Sensor-driven alerts; inspection_due comes from the registry's dates instead.
         rows = db.execute(
-            "SELECT subject, category, severity, state, count FROM alerts ORDER BY id"
+            "SELECT subject, category, severity, state, count FROM alerts"
+            " WHERE category <> 'inspection_due' ORDER BY id"
         ).fetchall()
-        events = db.execute("SELECT count(*) FROM alert_events").fetchone()
+        events = db.execute(
+            "SELECT count(*) FROM alert_events JOIN alerts ON alerts.id = alert_id"
+            " WHERE category <> 'inspection_due'"
+        ).fetchone()
+        inspections = {
+            row[0]
+            for row in db.execute(
+                "SELECT device_id FROM alerts"
+                " WHERE category = 'inspection_due' AND state = 'firing'"
+            )
+        }
+        due = {
+            row[0]
+            for row in db.execute(
+                "SELECT device_id FROM devices WHERE inspection_due <= current_date + 14"
+            )
+        }
+    assert inspections == due  # the scheduled registry check, once at start
     assert {(subject, category) for subject, category, *_ in rows} == expected
     assert len(rows) == len(expected)  # exactly one each, none elsewhere
     by_category = {category: (severity, state) for _, category, severity, state, _ in rows}

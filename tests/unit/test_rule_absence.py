@@ -57,3 +57,18 @@ def test_a_restart_raises_no_storm_and_forgets_no_device() -> None:
     )
     assert offline(after, restart) == []  # EL-1 is already offline; FL-1 still within 30 min
     assert offline(after, START + timedelta(seconds=1801)) == [(Outcome.FIRED, "FL-1")]
+
+
+def test_inspection_due_fires_within_the_horizon_and_clears_when_the_date_moves() -> None:
+    engine = RuleEngine(RULES, started_at=START)
+    today = START.date()
+
+    def check(due: dict[str, tuple[str, object]]) -> list[tuple[Outcome, str]]:
+        evaluation = engine.check_inspections(START, due, no_context)  # type: ignore[arg-type]
+        return [(e.outcome, e.device_id) for e in evaluation.effects]
+
+    soon = {"EL-1": ("elevator", today + timedelta(days=10)), "EL-2": ("elevator", None)}
+    assert check(soon) == [(Outcome.FIRED, "EL-1")]
+    assert check(soon) == []  # once
+    inspected = {"EL-1": ("elevator", today + timedelta(days=365)), "EL-2": ("elevator", None)}
+    assert check(inspected) == [(Outcome.CLEARED, "EL-1")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sensord.core.messages import READING_COLUMNS, Reading
@@ -228,6 +228,57 @@ class RuleEngine:
                     rule.severity,
                 )
             )
+
+    def check_inspections(
+        self,
+        now: datetime,
+        due: Mapping[str, tuple[str, date | None]],
+        context: Callable[[str], Mapping[str, Any]],
+    ) -> Evaluation:
+        """Inspection rules over the registry; ``due``: device -> (kind, next inspection date).
+
+        Fires when the date is within the rule's horizon (or past); clears when
+        the registry moves the date beyond it (the inspection was done).
+        """
+        result = Evaluation()
+        today = now.date()
+        for rule in self._rules.rules:
+            if rule.type != "inspection":
+                continue
+            assert rule.within_days is not None
+            horizon = today + timedelta(days=rule.within_days)
+            for device_id, (kind, inspection_due) in due.items():
+                if kind not in rule.kinds:
+                    continue
+                key = (rule.name, subject_of(device_id))
+                state = self._states.get(key)
+                firing = state is not None and state.phase is Phase.FIRING
+                is_due = inspection_due is not None and inspection_due <= horizon
+                if is_due == firing:
+                    continue
+                if is_due:
+                    new, outcome = (
+                        RuleState(Phase.FIRING, None, None, now, None, None),
+                        Outcome.FIRED,
+                    )
+                else:
+                    assert state is not None
+                    new = RuleState(Phase.CLEARED, None, None, state.fired_at, None, now)
+                    outcome = Outcome.CLEARED
+                self._states[key] = result.changed[key] = new
+                address = context(device_id).get("address_id")
+                result.effects.append(
+                    Effect(
+                        outcome,
+                        rule,
+                        key[1],
+                        device_id,
+                        address if isinstance(address, str) else None,
+                        now,
+                        rule.severity,
+                    )
+                )
+        return result
 
     def _count(self, result: Evaluation) -> None:
         """Count rules: each counted alert that opens, at or over the threshold, fires one.

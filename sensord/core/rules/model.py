@@ -62,7 +62,7 @@ class Rule(_Strict):
     """One rule of any type; fields that a type does not use must be absent."""
 
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
-    type: Literal["state", "absence", "count"]
+    type: Literal["state", "absence", "count", "inspection"]
     kinds: tuple[str, ...]
     category: str
     severity: Severity
@@ -77,6 +77,8 @@ class Rule(_Strict):
     cooldown_s: Seconds = 0
     # absence
     missed_heartbeats: Annotated[float, Field(gt=0, le=1000)] | None = None
+    # inspection: the registry's next inspection date is within this many days (or past)
+    within_days: Annotated[int, Field(ge=0, le=366)] | None = None
     # count: counts firings of `counts_category` per subject within `window_s`
     counts_category: str | None = None
     subject: Literal["device", "address", "household"] = "device"
@@ -109,6 +111,7 @@ class Rule(_Strict):
         needed = {
             "state": ("when",),
             "absence": ("missed_heartbeats",),
+            "inspection": ("within_days",),
             "count": ("counts_category", "threshold", "window_s"),
         }[self.type]
         missing = [name for name in needed if getattr(self, name) is None]
