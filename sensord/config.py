@@ -62,7 +62,7 @@ class IngestConfig(_Section):
     """Validation limits, batching and write retries."""
 
     batch_max_items: Annotated[int, Field(ge=1)] = 5_000
-    batch_max_age_ms: Annotated[int, Field(ge=1)] = 200
+    batch_max_age_ms: Annotated[int, Field(ge=1)] = 50
     capacity: Annotated[int, Field(ge=1)] = 20_000
     writers: Annotated[int, Field(ge=1, le=16)] = 2
     max_payload_bytes: Annotated[int, Field(ge=64)] = 16_384
