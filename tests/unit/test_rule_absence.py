@@ -72,3 +72,19 @@ def test_inspection_due_fires_within_the_horizon_and_clears_when_the_date_moves(
     assert check(soon) == []  # once
     inspected = {"EL-1": ("elevator", today + timedelta(days=365)), "EL-2": ("elevator", None)}
     assert check(inspected) == [(Outcome.CLEARED, "EL-1")]
+
+
+def test_outdated_firmware_fires_on_a_heartbeat_and_clears_on_upgrade() -> None:
+    engine = RuleEngine(RULES)
+
+    def beat(fw: str, minutes: int) -> list[tuple[Outcome, str]]:
+        at = START + timedelta(minutes=minutes)
+        reading = Reading(at, at, "EL-1", "heartbeat", minutes, fw=fw)
+        return [
+            (e.outcome, e.rule.category) for e in engine.evaluate([reading], no_context).effects
+        ]
+
+    assert beat("2.3.9", 0) == [(Outcome.FIRED, "firmware_outdated")]
+    assert beat("2.3.9", 1) == [(Outcome.UPDATED, "firmware_outdated")]
+    assert beat("2.10.0", 2) == [(Outcome.CLEARED, "firmware_outdated")]  # numeric, not text order
+    assert beat("beta", 3) == []  # not a version: unknown, neither fires nor clears

@@ -42,6 +42,14 @@ class Evaluation:
     changed: dict[Key, RuleState] = field(default_factory=dict)
 
 
+def firmware_version(fw: str) -> tuple[int, ...] | None:
+    """``"2.4.1"`` -> (2, 4, 1) for conditions like ``fw_version < (2, 4, 0)``; else None."""
+    parts = fw.strip().lstrip("vV").split(".")
+    if not all(part.isdigit() for part in parts):
+        return None
+    return tuple(int(part) for part in parts)
+
+
 def subject_of(device_id: str) -> str:
     """The subject of device-scoped rules."""
     return f"device:{device_id}"
@@ -116,6 +124,8 @@ class RuleEngine:
             extra = context(reading.device_id)
             fields: dict[str, object] = dict(extra)
             fields.update(zip(_VALUE_COLUMNS, reading[5:-1], strict=True))
+            if reading.fw is not None:
+                fields["fw_version"] = firmware_version(reading.fw)
             subject = subject_of(reading.device_id)
             for rule in rules:
                 self._apply(rule, subject, reading, fields, extra, result)
