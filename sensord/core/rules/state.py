@@ -13,7 +13,7 @@ alert (``reopened``) instead of opening a new one.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -57,7 +57,10 @@ def step(
     assert rule.when is not None, "only state rules have a state machine"
     if state.last_ts is not None and ts <= state.last_ts:
         return state, Outcome.NONE
-    state = replace(state, last_ts=ts)
+    # The constructor, not dataclasses.replace: this runs for every reading and rule.
+    state = RuleState(
+        state.phase, ts, state.pending_since, state.fired_at, state.clearing_since, state.cleared_at
+    )
     if state.phase is Phase.FIRING:
         return _while_firing(rule, state, fields, ts)
     return _while_quiet(rule, state, fields, ts)
@@ -69,12 +72,14 @@ def _while_quiet(
     assert rule.when is not None
     holds = rule.when.truth(fields)
     if holds is not True:
-        if holds is False:  # known false: the `for` duration starts over; unknown keeps it
-            state = replace(state, pending_since=None)
+        if holds is False and state.pending_since is not None:
+            # Known false: the `for` duration starts over; unknown keeps it.
+            state = RuleState(state.phase, ts, None, state.fired_at, None, state.cleared_at)
         return state, Outcome.NONE
     since = state.pending_since or ts
     if ts - since < timedelta(seconds=rule.for_s):
-        return replace(state, pending_since=since), Outcome.NONE
+        pending = RuleState(state.phase, ts, since, state.fired_at, None, state.cleared_at)
+        return pending, Outcome.NONE
     reopen = (
         state.phase is Phase.CLEARED
         and state.cleared_at is not None
@@ -90,9 +95,10 @@ def _while_firing(
     assert rule.when is not None
     if not rule.clears(fields):
         matched = rule.when(fields)
-        return replace(state, clearing_since=None), Outcome.UPDATED if matched else Outcome.NONE
+        firing = RuleState(Phase.FIRING, ts, None, state.fired_at, None, None)
+        return firing, Outcome.UPDATED if matched else Outcome.NONE
     since = state.clearing_since or ts
     old_enough = state.fired_at is None or ts - state.fired_at >= timedelta(seconds=rule.hold_s)
     if ts - since >= timedelta(seconds=rule.clear_for_s) and old_enough:
         return RuleState(Phase.CLEARED, ts, None, state.fired_at, None, ts), Outcome.CLEARED
-    return replace(state, clearing_since=since), Outcome.NONE
+    return RuleState(Phase.FIRING, ts, None, state.fired_at, since, None), Outcome.NONE
