@@ -10,6 +10,8 @@ import psycopg
 import pytest
 
 from sensord.adapters.migrations import default_directory, migrate
+from sensord.cli import main as sensord_main
+from simulators.district import generate, write
 from simulators.protocol import SimDevice
 from tests.support.services import Broker, Daemon, create_database, drop_database
 
@@ -88,3 +90,24 @@ def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callab
         if daemon.process and daemon.process.poll() is None:
             daemon.process.kill()
             daemon.process.wait(10)
+
+
+@pytest.fixture
+def demo_district(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> Iterator[tuple[str, Path]]:
+    """A database of its own holding the demo district, imported with `sensord registry import`.
+
+    Yields (dsn, the district's CSV directory); SENSORD_DATABASE__DSN points at it.
+    """
+    dsn = create_database()
+    try:
+        migrate(dsn, default_directory())
+        monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
+        district = tmp_path / "district"
+        write(generate(1, "demo"), district)
+        assert sensord_main(["registry", "import", str(district)]) == 0
+        capsys.readouterr()
+        yield dsn, district
+    finally:
+        drop_database(dsn)

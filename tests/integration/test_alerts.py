@@ -5,33 +5,21 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
-from sensord.cli import main as sensord_main
-from simulators.district import generate, write
 from simulators.fleet import read_csv_registry
 from simulators.publisher import Publisher
 from simulators.schedule import messages, plan_from_run
-from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
+from tests.support.services import REPO, Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 
 SCENARIOS = ("kitchen_fire", "elevator_entrapment", "fire_lane_blocked:for=20m")
-
-
-@pytest.fixture
-def alerts_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    dsn = create_database()
-    migrate(dsn, default_directory())
-    monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
-    yield dsn
-    drop_database(dsn)
 
 
 def run_fleet(tmp_path: Path, district: Path, port: int, seed: int) -> list[dict[str, object]]:
@@ -68,13 +56,9 @@ def test_each_injected_incident_raises_exactly_one_alert_and_nothing_else(
     tmp_path: Path,
     broker: Broker,
     daemon: Callable[..., Daemon],
-    alerts_db: str,
-    capsys: pytest.CaptureFixture[str],
+    demo_district: tuple[str, Path],
 ) -> None:
-    district = tmp_path / "district"
-    write(generate(1, "demo"), district)
-    assert sensord_main(["registry", "import", str(district)]) == 0
-    capsys.readouterr()
+    alerts_db, district = demo_district
     sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
     sensord.start()
     records = run_fleet(tmp_path, district, broker.port, seed=5)
@@ -129,13 +113,9 @@ def test_a_restart_neither_duplicates_nor_loses_alert_state(
     tmp_path: Path,
     broker: Broker,
     daemon: Callable[..., Daemon],
-    alerts_db: str,
-    capsys: pytest.CaptureFixture[str],
+    demo_district: tuple[str, Path],
 ) -> None:
-    district = tmp_path / "district"
-    write(generate(1, "demo"), district)
-    assert sensord_main(["registry", "import", str(district)]) == 0
-    capsys.readouterr()
+    alerts_db, district = demo_district
     sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
     sensord.start()
     records = run_fleet(tmp_path, district, broker.port, seed=9)
@@ -177,13 +157,9 @@ def test_a_silent_device_goes_offline_and_its_next_message_clears_it(
     tmp_path: Path,
     broker: Broker,
     daemon: Callable[..., Daemon],
-    alerts_db: str,
-    capsys: pytest.CaptureFixture[str],
+    demo_district: tuple[str, Path],
 ) -> None:
-    district = tmp_path / "district"
-    write(generate(1, "demo"), district)
-    assert sensord_main(["registry", "import", str(district)]) == 0
-    capsys.readouterr()
+    alerts_db, _ = demo_district
     rules = tmp_path / "rules"
     rules.mkdir()
     shipped = (REPO / "rules" / "sensors.toml").read_text()

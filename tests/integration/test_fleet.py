@@ -6,47 +6,27 @@ import json
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
-from sensord.cli import main as sensord_main
-from simulators.district import generate, write
 from simulators.fleet import read_csv_registry
 from simulators.schedule import messages, plan_from_run
-from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
+from tests.support.services import REPO, Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-def fleet_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A database of its own: the registry import must not leak into other tests' data."""
-    try:
-        dsn = create_database()
-    except psycopg.OperationalError as exc:
-        pytest.fail(f"TimescaleDB on 127.0.0.1:5433 is not reachable ({exc})")
-    migrate(dsn, default_directory())
-    monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
-    yield dsn
-    drop_database(dsn)
 
 
 def test_a_demo_fleet_with_malformed_and_duplicates_is_stored_as_the_truth_says(
     tmp_path: Path,
     broker: Broker,
     daemon: Callable[..., Daemon],
-    fleet_db: str,
-    capsys: pytest.CaptureFixture[str],
+    demo_district: tuple[str, Path],
 ) -> None:
-    district = tmp_path / "district"
-    write(generate(1, "demo"), district)
-    assert sensord_main(["registry", "import", str(district)]) == 0
-    capsys.readouterr()
+    fleet_db, district = demo_district
     sensord = daemon(SENSORD_DATABASE__DSN=fleet_db)
     sensord.start()
 
