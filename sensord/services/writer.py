@@ -54,10 +54,11 @@ class Writer:
         """Write batches until the buffer is stopped and drained."""
         while (batch := await self._buffer.next_batch()) is not None:
             # No await between the cut and this: batches are evaluated in cut order.
-            work = self._alerts.evaluate(_readings(batch)) if self._alerts else None
+            readings = _readings(batch)
+            work = self._alerts.evaluate(readings) if self._alerts else None
             self.busy_since = self._clock.monotonic()
             try:
-                await self._commit(batch, work)
+                await self._commit(batch, readings, work)
                 if work is not None and self._alerts is not None:
                     self._alerts.committed(work)
             except BaseException as exc:
@@ -71,8 +72,9 @@ class Writer:
                     work.finish()
             self._buffer.settle(batch)
 
-    async def _commit(self, batch: Batch[Item], work: AlertWork | None) -> None:
-        readings = _readings(batch)
+    async def _commit(
+        self, batch: Batch[Item], readings: list[Reading], work: AlertWork | None
+    ) -> None:
         dead = [item.decoded for item in batch.items if isinstance(item.decoded, DeadLetter)]
         also = work.apply if work is not None else None
         started = self._clock.monotonic()
