@@ -22,8 +22,10 @@ from pathlib import Path
 from typing import Any
 
 import psycopg
+from psycopg import sql
 
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
+DEMO_DATABASE = "sensord_demo"
 SCENARIOS = (
     "kitchen_fire",
     "elevator_entrapment",
@@ -48,7 +50,11 @@ def main(args: argparse.Namespace) -> int:
     district = args.out / "district"
     truth = args.out / "truth.jsonl"
     log = args.out / "sensord.log"
+    # A fresh database each run: the simulated hour ends now, and readings of an
+    # earlier run would be newer than its beginning (the rule engine ignores late data).
+    args.dsn = fresh_database(args.dsn, DEMO_DATABASE)
     env = dict(os.environ, SENSORD_DATABASE__DSN=args.dsn)
+    _python("sensord", "migrate", env=env)
     _python(
         "simulators",
         "district",
@@ -93,6 +99,16 @@ def main(args: argparse.Namespace) -> int:
     ok = (stored, dead) == (totals["readings_total"], totals["dead_letters_total"])
     print("ground truth: " + ("matched" if ok else "NOT matched"))
     return 0 if ok and code == 0 else 1
+
+
+def fresh_database(dsn: str, name: str) -> str:
+    """Drop and create database ``name`` on ``dsn``'s server; return its DSN."""
+    with psycopg.connect(dsn, autocommit=True) as admin:
+        admin.execute(
+            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+        )
+        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
 
 
 def _python(*argv: str, env: dict[str, str] | None = None) -> None:
@@ -194,15 +210,27 @@ def summary(
             (since,),
         ):
             print(f"  {reason:<22} {n:>4}   (truth {totals['dead_letters'].get(reason, 0)})")
-    print("\nincidents injected (alerts and work orders: not built yet, issues 4 and 5):")
-    for incident in (r for r in records if r["record"] == "incident"):
-        expected = incident.get("expected", {})
-        if incident["scenario"] in ("malformed", "duplicates"):
-            continue
-        print(
-            f"  {incident['scenario']:<20} {incident['device_id']:<12} "
-            f"{incident.get('place_type') or '-':<15} expects alert {expected.get('alert')}"
-        )
+    print("\nincidents injected, and the alerts sensord raised for them:")
+    with psycopg.connect(dsn, autocommit=True) as db:
+        for incident in (r for r in records if r["record"] == "incident"):
+            expected = incident.get("expected", {})
+            if incident["scenario"] in ("malformed", "duplicates"):
+                continue
+            raised = db.execute(
+                "SELECT id, category, severity, state FROM alerts WHERE device_id = %s"
+                " AND category <> 'inspection_due' ORDER BY id",
+                (incident["device_id"],),
+            ).fetchall()
+            got = ", ".join(f"#{i} {c} {sev} ({st})" for i, c, sev, st in raised) or "none"
+            print(
+                f"  {incident['scenario']:<20} {incident['device_id']:<11} "
+                f"{incident.get('place_type') or '-':<15} expected {expected.get('alert')}: {got}"
+            )
+        other = db.execute(
+            "SELECT category, count(*) FROM alerts GROUP BY category ORDER BY category"
+        ).fetchall()
+    print("  all alerts: " + ", ".join(f"{c} {n}" for c, n in other))
+    print("  (work orders and dispatch: issue 5, not built yet)")
     metrics = scrape(metrics_port)
     print("\nsensord metrics:")
     for name in (
