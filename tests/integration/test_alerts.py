@@ -22,7 +22,15 @@ pytestmark = pytest.mark.integration
 SCENARIOS = ("kitchen_fire", "elevator_entrapment", "fire_lane_blocked:for=20m")
 
 
-def run_fleet(tmp_path: Path, district: Path, port: int, seed: int) -> list[dict[str, object]]:
+def run_fleet(
+    tmp_path: Path,
+    district: Path,
+    port: int,
+    seed: int,
+    scenarios: tuple[str, ...] = SCENARIOS,
+    *options: str,
+) -> list[dict[str, object]]:
+    """One simulated hour (or ``options``) of the district with ``scenarios``; the truth records."""
     truth = tmp_path / f"truth-{seed}.jsonl"
     command = [
         sys.executable,
@@ -37,19 +45,49 @@ def run_fleet(tmp_path: Path, district: Path, port: int, seed: int) -> list[dict
         str(seed),
         "--speedup",
         "3600",
-        "--duration",
-        "1h",
         "--truth",
         str(truth),
         "--quiet",
+        *(options or ("--duration", "1h")),
     ]
-    for scenario in SCENARIOS:
+    for scenario in scenarios:
         command += ["--scenario", scenario]
     result = subprocess.run(
         command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr
     return [json.loads(line) for line in truth.read_text().splitlines()]
+
+
+def test_a_night_of_indoor_charging_and_a_failing_battery(
+    broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path], tmp_path: Path
+) -> None:
+    dsn, district = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+    sensord.start()
+    # "22:00" is the latest 22:00 +08:00 that lets the 8 simulated hours end by now.
+    records = run_fleet(tmp_path, district, broker.port, 3,
+                        ("ebike_charging:place=dwelling", "low_battery"),
+                        "--duration", "8h", "--start", "22:00")  # fmt: skip
+    wait_until(
+        lambda: (
+            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
+            >= records[-1]["readings_total"]
+        ),  # type: ignore[operator]
+        60,
+        "every reading stored",
+    )
+    expected = {
+        (str(r["device_id"]), r["expected"]["alert"])  # type: ignore[index]
+        for r in records
+        if r["record"] == "incident"
+    }
+    with psycopg.connect(dsn) as db:
+        raised = db.execute(
+            "SELECT device_id, category FROM alerts WHERE category <> 'inspection_due'"
+        ).fetchall()
+    assert set(raised) == expected
+    assert len(raised) == len(expected)
 
 
 def test_each_injected_incident_raises_exactly_one_alert_and_nothing_else(
