@@ -315,9 +315,9 @@ def _where(dsn: str) -> str:
 
 
 def rules_directory(settings: Settings) -> Path:
-    """Where the rule files are: configured, or rules/ of this source tree."""
+    """Where the rule files are: configured, or the shipped rules/."""
     configured = settings.rules.directory
-    return Path(configured) if configured else migrations.default_directory().parent / "rules"
+    return Path(configured) if configured else migrations.shipped("rules")
 
 
 async def _alert_pipeline(

@@ -39,7 +39,9 @@ def _parser() -> argparse.ArgumentParser:
         dest="rules_command", required=True
     )
     rules_check = rules.add_parser("check", help="validate a rule directory (all or nothing)")
-    rules_check.add_argument("directory", type=Path, nargs="?", default=Path("rules"))
+    rules_check.add_argument(
+        "directory", type=Path, nargs="?", default=None, help="default: the configured rules"
+    )
     alerts_cli.add_parser(commands)
     return parser
 
@@ -112,8 +114,10 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.rule_files import load_rules
+    from sensord.app import rules_directory
     from sensord.core.rules.model import RuleError
 
+    args.directory = args.directory or rules_directory(settings)
     try:
         rules = load_rules(args.directory)
     except RuleError as exc:

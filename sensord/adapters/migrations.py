@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,9 +36,21 @@ class Migration:
         return hashlib.sha256(self.sql.encode()).hexdigest()
 
 
+def shipped(name: str) -> Path:
+    """A directory shipped beside the package: ``migrations`` or ``rules``.
+
+    From a source checkout (or an editable install) it is the repository's; a
+    wheel installs them as data files under ``<prefix>/share/sensord/``.
+    """
+    source = Path(__file__).resolve().parents[2] / name
+    if source.is_dir():
+        return source
+    return Path(sys.prefix) / "share" / "sensord" / name
+
+
 def default_directory() -> Path:
-    """``migrations/`` of the source tree this package runs from."""
-    return Path(__file__).resolve().parents[2] / "migrations"
+    """The shipped ``migrations/``."""
+    return shipped("migrations")
 
 
 def discover(directory: Path) -> list[Migration]:
