@@ -35,7 +35,6 @@ Needs scripts/services up (TimescaleDB on 5433); starts its own mosquitto on a f
 from __future__ import annotations
 
 import argparse
-import contextlib
 import datetime as dt
 import itertools
 import json
@@ -47,29 +46,22 @@ import random
 import select
 import shutil
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
-from bench.mqtt_ceiling import (
-    DISCONNECT,
-    PUBACK,
-    RawClient,
-    _read_vbi,
-    broker,
-    proc_cpu,
-    publish_packet,
-)
+from bench.ingest import daemon
+from bench.mqtt_ceiling import PUBACK, RawClient, broker, count_acks, proc_cpu, publish_packet
 from sensord.adapters.migrations import default_directory, migrate
+from sensord.config import load_settings
 from tests.support.services import ADMIN_DSN, drop_database, free_port, scrape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -191,46 +183,6 @@ def alert_rows(
 # --------------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def daemon(
-    dsn: str, mqtt_port: int, overrides: dict[str, str], log: Path
-) -> Iterator[tuple[int, int]]:
-    """sensord run as a child process; yields (pid, metrics port) once connected."""
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORD_")}
-    env.update(
-        SENSORD_DATABASE__DSN=dsn,
-        SENSORD_MQTT__PORT=str(mqtt_port),
-        SENSORD_MQTT__CLIENT_ID=f"bench-alert-{uuid.uuid4().hex[:6]}",
-        SENSORD_METRICS__PORT=str(port),
-        SENSORD_LOG__LEVEL="WARNING",
-    )
-    env.update(overrides)
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sensord", "run"], env=env,
-                                stdout=out, stderr=out, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sensord exited {proc.returncode}; see {log}")
-            with contextlib.suppress(OSError):
-                if scrape(port).get("sensord_mqtt_connected") == 1.0:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("sensord did not connect")
-            time.sleep(0.05)
-        yield proc.pid, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
-
-
 def env_overrides(spec: str) -> dict[str, str]:
     """'default' or 'section.key=value[,section.key=value]' -> SENSORD_* variables."""
     if spec == "default":
@@ -250,34 +202,6 @@ def env_overrides(spec: str) -> dict[str, str]:
 # --------------------------------------------------------------------------------------------
 
 
-def _count_acks(buf: bytearray) -> tuple[int, int]:
-    """Consume complete packets from buf; (PUBACKs, PUBACKs with an error reason)."""
-    acked = errors = 0
-    i, n = 0, len(buf)
-    while i + 2 <= n:
-        b1 = buf[i + 1]
-        if b1 < 128:
-            rl, hl = b1, 2
-        else:
-            r2 = _read_vbi(buf, i + 1)
-            if r2 is None:
-                break
-            rl, j = r2
-            hl = j - i
-        if i + hl + rl > n:
-            break
-        t = buf[i] & 0xF0
-        if t == PUBACK:
-            acked += 1
-            if rl >= 3 and buf[i + hl + 2] >= 0x80:
-                errors += 1
-        elif t == DISCONNECT:
-            raise ConnectionError(f"broker DISCONNECT {bytes(buf[i:i + hl + rl])!r}")
-        i += hl + rl
-    del buf[:i]
-    return acked, errors
-
-
 def _read_acks(sock: Any, buf: bytearray, timeout: float) -> tuple[int, int]:
     """Wait up to ``timeout`` for data; (PUBACKs, PUBACK errors) it completed."""
     r, _, _ = select.select([sock], [], [], timeout)
@@ -287,7 +211,7 @@ def _read_acks(sock: Any, buf: bytearray, timeout: float) -> tuple[int, int]:
     if not data:
         raise ConnectionError("broker closed the connection")
     buf += data
-    return _count_acks(buf)
+    return count_acks(buf)
 
 
 def _background_worker(
@@ -706,9 +630,13 @@ def run_config(
     """Every rate against one daemon; returns the results and the next background seq."""
     gap_lo, gap_hi = (float(x) / 1000 for x in args.gap_ms.split(","))
     results = []
-    policy = (int(overrides.get("SENSORD_INGEST__BATCH_MAX_AGE_MS", 200)) / 1000,
-              int(overrides.get("SENSORD_INGEST__BATCH_MAX_ITEMS", 5000)))
-    with daemon(dsn, port, overrides, log) as (pid, mport):
+    shipped = load_settings(REPO / "config.toml").ingest  # what the daemon runs with by default
+    policy = (
+        int(overrides.get("SENSORD_INGEST__BATCH_MAX_AGE_MS", shipped.batch_max_age_ms)) / 1000,
+        int(overrides.get("SENSORD_INGEST__BATCH_MAX_ITEMS", shipped.batch_max_items)),
+    )
+    client_id = f"bench-alert-{uuid.uuid4().hex[:6]}"
+    with daemon(dsn, port, client_id, log, overrides) as (pid, mport):
         expected = 0
         for _ in range(WARM_ALARMS):  # first-use costs, not measured
             alarms.publish()

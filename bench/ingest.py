@@ -27,7 +27,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,8 +63,17 @@ def register_devices(dsn: str) -> None:
 
 
 @contextlib.contextmanager
-def daemon(dsn: str, mqtt_port: int, client_id: str, log: Path) -> Iterator[tuple[int, int]]:
-    """sensord run as a child process; yields (pid, metrics port) once connected."""
+def daemon(
+    dsn: str,
+    mqtt_port: int,
+    client_id: str,
+    log: Path,
+    overrides: Mapping[str, str] | None = None,
+) -> Iterator[tuple[int, int]]:
+    """sensord run as a child process; yields (pid, metrics port) once connected.
+
+    ``overrides``: extra SENSORD_* variables (e.g. a batch age under test).
+    """
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORD_")}
     env.update(
@@ -75,6 +84,7 @@ def daemon(dsn: str, mqtt_port: int, client_id: str, log: Path) -> Iterator[tupl
         SENSORD_INGEST__MAX_PAST_DAYS="36500",  # the readings carry a fixed 2026-11-26 time base
         SENSORD_LOG__LEVEL="WARNING",
     )
+    env.update(overrides or {})
     with log.open("ab") as out:
         proc = subprocess.Popen([sys.executable, "-m", "sensord", "run"], env=env,
                                 stdout=out, stderr=out, cwd=REPO)
@@ -91,8 +101,13 @@ def daemon(dsn: str, mqtt_port: int, client_id: str, log: Path) -> Iterator[tupl
             time.sleep(0.05)
         yield proc.pid, port
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(60)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
 
 
 def rss_mib(pid: int) -> float:

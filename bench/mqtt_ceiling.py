@@ -489,7 +489,38 @@ class PubResult:
     connections: int
 
 
-def _raw_pub_worker(  # noqa: PLR0912, PLR0915 - the hot loop is kept inline on purpose
+def count_acks(buf: bytearray) -> tuple[int, int]:
+    """Consume the complete packets at the head of ``buf``: (PUBACKs, PUBACKs with an error).
+
+    Raises ConnectionError on a broker DISCONNECT.
+    """
+    acked = errors = 0
+    i, n = 0, len(buf)
+    while i + 2 <= n:
+        b1 = buf[i + 1]
+        if b1 < 128:
+            rl, hl = b1, 2
+        else:
+            r2 = _read_vbi(buf, i + 1)
+            if r2 is None:
+                break
+            rl, j = r2
+            hl = j - i
+        if i + hl + rl > n:
+            break
+        t = buf[i] & 0xF0
+        if t == PUBACK:
+            acked += 1
+            if rl >= 3 and buf[i + hl + 2] >= 0x80:
+                errors += 1
+        elif t == DISCONNECT:
+            raise ConnectionError(f"broker DISCONNECT {bytes(buf[i:i + hl + rl])!r}")
+        i += hl + rl
+    del buf[:i]
+    return acked, errors
+
+
+def _raw_pub_worker(
     port: int, host: str, lo: int, hi: int, devices: int, window: int, cid: str,
     conn: Any, go: Any, batch: int,
 ) -> None:
@@ -529,28 +560,9 @@ def _raw_pub_worker(  # noqa: PLR0912, PLR0915 - the hot loop is kept inline on 
             if not data:
                 raise ConnectionError(f"broker closed (sent {sent}, acked {acked})")
             buf += data
-            i, n = 0, len(buf)
-            while i + 2 <= n:
-                b1 = buf[i + 1]
-                if b1 < 128:
-                    rl, hl = b1, 2
-                else:
-                    r2 = _read_vbi(buf, i + 1)
-                    if r2 is None:
-                        break
-                    rl, j = r2
-                    hl = j - i
-                if i + hl + rl > n:
-                    break
-                t = buf[i] & 0xF0
-                if t == PUBACK:
-                    acked += 1
-                    if rl >= 3 and buf[i + hl + 2] >= 0x80:
-                        errors += 1
-                elif t == DISCONNECT:
-                    raise ConnectionError(f"broker DISCONNECT {bytes(buf[i:i + hl + rl])!r}")
-                i += hl + rl
-            del buf[:i]
+            new_acks, new_errors = count_acks(buf)
+            acked += new_acks
+            errors += new_errors
         t1 = time.monotonic()
         cpu = _self_cpu() - cpu0
         c.disconnect()
