@@ -191,19 +191,7 @@ class RuleEngine:
                 ):
                     continue
                 fired = RuleState(Phase.FIRING, None, None, now, None, None)
-                self._states[key] = result.changed[key] = fired
-                address = context(device_id).get("address_id")
-                result.effects.append(
-                    Effect(
-                        Outcome.FIRED,
-                        rule,
-                        key[1],
-                        device_id,
-                        address if isinstance(address, str) else None,
-                        now,
-                        rule.severity,
-                    )
-                )
+                self._record(result, rule, device_id, fired, Outcome.FIRED, now, context)
         return result
 
     def _back_online(
@@ -222,22 +210,9 @@ class RuleEngine:
             state = self._states.get(key)
             if state is None or state.phase is not Phase.FIRING:
                 continue
-            cleared = RuleState(
-                Phase.CLEARED, None, None, state.fired_at, None, reading.received_at
-            )
-            self._states[key] = result.changed[key] = cleared
-            address = context(reading.device_id).get("address_id")
-            result.effects.append(
-                Effect(
-                    Outcome.CLEARED,
-                    rule,
-                    subject,
-                    reading.device_id,
-                    address if isinstance(address, str) else None,
-                    reading.received_at,
-                    rule.severity,
-                )
-            )
+            at = reading.received_at
+            cleared = RuleState(Phase.CLEARED, None, None, state.fired_at, None, at)
+            self._record(result, rule, reading.device_id, cleared, Outcome.CLEARED, at, context)
 
     def check_inspections(
         self,
@@ -275,20 +250,34 @@ class RuleEngine:
                     assert state is not None
                     new = RuleState(Phase.CLEARED, None, None, state.fired_at, None, now)
                     outcome = Outcome.CLEARED
-                self._states[key] = result.changed[key] = new
-                address = context(device_id).get("address_id")
-                result.effects.append(
-                    Effect(
-                        outcome,
-                        rule,
-                        key[1],
-                        device_id,
-                        address if isinstance(address, str) else None,
-                        now,
-                        rule.severity,
-                    )
-                )
+                self._record(result, rule, device_id, new, outcome, now, context)
         return result
+
+    def _record(
+        self,
+        result: Evaluation,
+        rule: Rule,
+        device_id: str,
+        state: RuleState,
+        outcome: Outcome,
+        at: datetime,
+        context: Callable[[str], Mapping[str, Any]],
+    ) -> None:
+        """A timer- or registry-driven transition: keep the state, persist it, emit the effect."""
+        key = (rule.name, subject_of(device_id))
+        self._states[key] = result.changed[key] = state
+        address = context(device_id).get("address_id")
+        result.effects.append(
+            Effect(
+                outcome,
+                rule,
+                key[1],
+                device_id,
+                address if isinstance(address, str) else None,
+                at,
+                rule.severity,
+            )
+        )
 
     def _count(self, result: Evaluation) -> None:
         """Count rules: each counted alert that opens, at or over the threshold, fires one.
