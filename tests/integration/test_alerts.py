@@ -59,6 +59,17 @@ def run_fleet(
     return [json.loads(line) for line in truth.read_text().splitlines()]
 
 
+def wait_for_all_readings(sensord: Daemon, records: list[dict[str, object]]) -> None:
+    """Until the daemon has stored every reading the truth file's totals announce."""
+    total = records[-1]["readings_total"]
+    assert isinstance(total, int)
+    wait_until(
+        lambda: sensord.metrics().get("sensord_ingest_stored_readings_total", 0) >= total,
+        60,
+        "every reading stored",
+    )
+
+
 def test_a_night_of_indoor_charging_and_a_failing_battery(
     broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path], tmp_path: Path
 ) -> None:
@@ -69,14 +80,7 @@ def test_a_night_of_indoor_charging_and_a_failing_battery(
     records = run_fleet(tmp_path, district, broker.port, 3,
                         ("ebike_charging:place=dwelling", "low_battery"),
                         "--duration", "8h", "--start", "22:00")  # fmt: skip
-    wait_until(
-        lambda: (
-            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
-            >= records[-1]["readings_total"]
-        ),  # type: ignore[operator]
-        60,
-        "every reading stored",
-    )
+    wait_for_all_readings(sensord, records)
     expected = {
         (str(r["device_id"]), r["expected"]["alert"])  # type: ignore[index]
         for r in records
@@ -100,15 +104,7 @@ def test_each_injected_incident_raises_exactly_one_alert_and_nothing_else(
     sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
     sensord.start()
     records = run_fleet(tmp_path, district, broker.port, seed=5)
-    totals = records[-1]
-    wait_until(
-        lambda: (
-            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
-            >= totals["readings_total"]
-        ),  # type: ignore[operator]
-        60,
-        "every reading stored",
-    )
+    wait_for_all_readings(sensord, records)
     incidents = [r for r in records if r["record"] == "incident"]
     expected = {(f"device:{i['device_id']}", i["expected"]["alert"]) for i in incidents}  # type: ignore[index]
     with psycopg.connect(alerts_db) as db:
@@ -157,14 +153,7 @@ def test_a_restart_neither_duplicates_nor_loses_alert_state(
     sensord = daemon(SENSORD_DATABASE__DSN=alerts_db)
     sensord.start()
     records = run_fleet(tmp_path, district, broker.port, seed=9)
-    wait_until(
-        lambda: (
-            sensord.metrics().get("sensord_ingest_stored_readings_total", 0)
-            >= records[-1]["readings_total"]
-        ),  # type: ignore[operator]
-        60,
-        "every reading stored",
-    )
+    wait_for_all_readings(sensord, records)
     with psycopg.connect(alerts_db) as db:
         before = db.execute("SELECT id, state, count FROM alerts ORDER BY id").fetchall()
         states = db.execute("SELECT count(*) FROM rule_state").fetchone()
