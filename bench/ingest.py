@@ -49,6 +49,8 @@ class Run:
     cpu_s: float
     rss_mib: float
     publisher_rate: float
+    capacity_waits: float = float("nan")  # sensord only: messages that waited for buffer space
+    read_pauses: float = float("nan")  # sensord only: times reading from the broker paused
 
 
 def register_devices(dsn: str) -> None:
@@ -134,7 +136,7 @@ def sensord_live(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
         pub = publish_detailed("127.0.0.1", port, n, devices=DEVICES, start=start)
         done = wait_stored(mport, n)
         return Run("sensord", "live", n / (done - pub.t0), proc_cpu(pid) - cpu0, rss_mib(pid),
-                   pub.rate)
+                   pub.rate, *backpressure(mport))
 
 
 def sensord_drain(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
@@ -151,7 +153,14 @@ def sensord_drain(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
                                "WHERE seq >= %s", (start // DEVICES,)).fetchone()
         first = float(row[0]) if row and row[0] is not None else done_wall
         return Run("sensord", "drain", n / (done_wall - first), proc_cpu(pid) - cpu0,
-                   rss_mib(pid), pub.rate)
+                   rss_mib(pid), pub.rate, *backpressure(mport))
+
+
+def backpressure(metrics_port: int) -> tuple[float, float]:
+    """(capacity waits, read pauses) so far: how often the broker overran the buffer."""
+    metrics = scrape(metrics_port)
+    return (metrics.get("sensord_ingest_capacity_waits_total", 0.0),
+            metrics.get("sensord_mqtt_read_pauses_total", 0.0))
 
 
 def bare(lib: str, mode: str, port: int, n: int, broker_pid: int) -> Run:
@@ -189,7 +198,9 @@ def main(argv: list[str] | None = None) -> int:
                     offset += n
                     last = runs[-1]
                     print(f"run {rep + 1} {mode:5} sensord     {last.rate:9.0f} msg/s "
-                          f"(cpu {last.cpu_s:.1f}s, rss {last.rss_mib:.0f} MiB)", flush=True)
+                          f"(cpu {last.cpu_s:.1f}s, rss {last.rss_mib:.0f} MiB, "
+                          f"{last.capacity_waits:.0f} capacity waits, "
+                          f"{last.read_pauses:.0f} read pauses)", flush=True)
     finally:
         drop_database(dsn)
     report(runs, n, args)
