@@ -17,7 +17,7 @@ import logging
 import os
 import random
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -36,18 +36,26 @@ from sensord.adapters.database import ReadingStore, conninfo, make_pool
 from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.mqtt import MqttConsumer, quiet_unacknowledged
-from sensord.adapters.rule_files import load_rules
+from sensord.adapters.mqtt_publisher import MqttPublisher
+from sensord.adapters.order_store import Outlets
+from sensord.adapters.rule_files import load_policy, load_rules
 from sensord.adapters.systemd import Notifier
+from sensord.adapters.webhooks import WebhookSender
 from sensord.clock import Clock, SystemClock
 from sensord.config import Settings
 from sensord.core.backoff import Backoff
 from sensord.core.batching import Batcher, BatchPolicy
 from sensord.core.messages import DecodeLimits, decode
+from sensord.core.orders.commands import command_subscription, parse_command_topic
+from sensord.core.orders.notices import is_notification
 from sensord.core.rules.engine import RuleEngine
 from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import RuleError
 from sensord.services.alerts import AlertPipeline, commit_work, watch_absence
+from sensord.services.dispatcher import Dispatcher
 from sensord.services.ingest import IngestBuffer, Item
+from sensord.services.order_actions import CommandHandler
+from sensord.services.outbox import OutboxRelay
 from sensord.services.retention import run_retention
 from sensord.services.writer import Writer
 
@@ -92,6 +100,13 @@ async def run(
     code = EXIT_FATAL
     try:
         code = await _run(daemon, pool, notifier, clock or SystemClock(), install_signals)
+    except* RuleError as invalid:
+        for refused in invalid.exceptions:
+            problems = refused.problems if isinstance(refused, RuleError) else [str(refused)]
+            log.critical(
+                "rules or dispatch policy invalid; not starting", extra={"problems": problems}
+            )
+        code = EXIT_CONFIG  # fix the files; restarting would not help
     except* Exception as group:
         for exc in group.exceptions:
             log.critical("fatal error, exiting", exc_info=exc)
@@ -115,16 +130,7 @@ async def _run(
     notifier.send(f"STATUS=waiting for the database at {_where(settings.database.dsn)}")
     if not await _wait_for_database(conninfo(settings.database), retry, daemon.stop):
         return EXIT_OK
-    missing = await asyncio.to_thread(
-        migrations.pending,
-        conninfo(settings.database, "sensord-migrate"),
-        _migrations_dir(settings),
-    )
-    if missing:
-        log.critical(
-            "database schema is behind; run `sensord migrate` first",
-            extra={"pending": [f"{m.version:04d}_{m.name}" for m in missing]},
-        )
+    if not await _schema_current(settings):
         return EXIT_SCHEMA
     # Only now: each pool connection prepares a staging table LIKE readings.
     await pool.open(wait=False)
@@ -135,37 +141,30 @@ async def _run(
         metrics,
     )
     await directory.open()
-    limits = DecodeLimits(
-        ingest.max_payload_bytes,
-        timedelta(seconds=ingest.max_future_s),
-        timedelta(days=ingest.max_past_days),
-    )
-    batcher: Batcher[Item] = Batcher(
-        BatchPolicy(ingest.batch_max_items, ingest.batch_max_age_ms / 1000, ingest.capacity)
-    )
-    buffer = IngestBuffer(
-        batcher,
-        functools.partial(decode, limits=limits, prefix=settings.mqtt.topic_prefix),
-        directory.devices,
-        clock,
-        metrics,
-    )
-    metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
+    buffer = _ingest_buffer(settings, directory, clock, metrics)
     alerts = (
         await _alert_pipeline(settings, pool, directory, metrics, clock)
         if settings.rules.enabled
         else None
     )
+    dispatch = _dispatch(settings, pool, directory, metrics, clock, retry, alerts)
     if install_signals:
-        _install_reload(asyncio.get_running_loop(), directory, settings, alerts, metrics)
+        _install_reload(asyncio.get_running_loop(), directory, settings, alerts, dispatch, metrics)
     store = ReadingStore(pool)
     writers = [
         Writer(f"writer-{n}", buffer, store, retry, clock, metrics, alerts)
         for n in range(ingest.writers)
     ]
-    consumer = MqttConsumer(settings.mqtt, buffer.handle, metrics)
+    consumer = MqttConsumer(
+        settings.mqtt,
+        _router(settings.mqtt.topic_prefix, buffer.handle, dispatch.commands if dispatch else None),
+        metrics,
+        dispatch.subscriptions if dispatch else (),
+    )
     buffer.on_pressure = consumer.backpressure
     scheduler = _scheduler(settings, pool, metrics, alerts, directory, store, clock, retry)
+    for job in (dispatch.schedule,) if dispatch else ():
+        job(scheduler)
 
     async with asyncio.TaskGroup() as group:
         writing = [group.create_task(w.run(), name=f"sensord.{w.name}") for w in writers]
@@ -189,6 +188,8 @@ async def _run(
                     name="sensord.absence",
                 )
             )
+        background.append(group.create_task(_watch_loop_lag(metrics), name="sensord.lag"))
+        background += dispatch.start(group, retry) if dispatch else []
         starting = group.create_task(consumer.start(), name="sensord.mqtt")
         stopping = asyncio.ensure_future(daemon.stop.wait())
         await asyncio.wait({starting, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -221,8 +222,33 @@ async def _run(
         await consumer.stop()
         for task in background:
             task.cancel()
+        if dispatch is not None:
+            await dispatch.stop()
     log.info("sensord stopped", extra={"clean": clean})
     return EXIT_OK
+
+
+def _ingest_buffer(
+    settings: Settings, directory: RegistryDirectory, clock: Clock, metrics: Metrics
+) -> IngestBuffer:
+    ingest = settings.ingest
+    limits = DecodeLimits(
+        ingest.max_payload_bytes,
+        timedelta(seconds=ingest.max_future_s),
+        timedelta(days=ingest.max_past_days),
+    )
+    batcher: Batcher[Item] = Batcher(
+        BatchPolicy(ingest.batch_max_items, ingest.batch_max_age_ms / 1000, ingest.capacity)
+    )
+    buffer = IngestBuffer(
+        batcher,
+        functools.partial(decode, limits=limits, prefix=settings.mqtt.topic_prefix),
+        directory.devices,
+        clock,
+        metrics,
+    )
+    metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
+    return buffer
 
 
 async def _drain(
@@ -246,6 +272,20 @@ async def _drain(
             extra={"unacknowledged": left},
         )
     return not late and not left
+
+
+async def _schema_current(settings: Settings) -> bool:
+    missing = await asyncio.to_thread(
+        migrations.pending,
+        conninfo(settings.database, "sensord-migrate"),
+        _migrations_dir(settings),
+    )
+    if missing:
+        log.critical(
+            "database schema is behind; run `sensord migrate` first",
+            extra={"pending": [f"{m.version:04d}_{m.name}" for m in missing]},
+        )
+    return not missing
 
 
 async def _wait_for_database(dsn: str, backoff: Backoff, stop: asyncio.Event) -> bool:
@@ -290,6 +330,116 @@ async def _watchdog(
         await asyncio.sleep(interval)
 
 
+def _router(
+    prefix: str, readings: Callable[[str, bytes], Awaitable[None]], commands: CommandHandler | None
+) -> Callable[[str, bytes], Awaitable[None]]:
+    """The consumer's handler: order commands to the dispatcher, readings to ingest."""
+
+    async def handle(topic: str, payload: bytes) -> None:
+        if is_notification(topic, prefix):
+            return  # our own notification echoed back by <prefix>/+/+/+: acknowledged, not data
+        where = parse_command_topic(topic, prefix) if commands else None
+        if where is None or commands is None:
+            await readings(topic, payload)
+        else:
+            await commands.handle(where, payload)
+
+    return handle
+
+
+async def _watch_loop_lag(metrics: Metrics, interval_s: float = 0.5) -> None:
+    """How late a timer fires: what every handler on the loop waits on top of its own work."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        metrics.event_loop_lag.observe(max(loop.time() - due, 0.0))
+
+
+@dataclass
+class _DispatchServices:
+    """Work orders: the dispatcher, the outbox relay and its publishers, inbound commands."""
+
+    settings: Settings
+    dispatcher: Dispatcher
+    relay: OutboxRelay
+    publisher: MqttPublisher
+    webhooks: WebhookSender
+    commands: CommandHandler | None
+
+    @property
+    def subscriptions(self) -> tuple[str, ...]:
+        """Topics the consumer subscribes to besides the readings."""
+        prefix = self.settings.mqtt.topic_prefix
+        return (command_subscription(prefix),) if self.commands else ()
+
+    def schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """The deadline auditor, as one of sensord's periodic jobs."""
+        scheduler.add_job(
+            self.dispatcher.audit,
+            "interval",
+            seconds=self.settings.dispatch.audit_interval_s,
+            id="deadline-audit",
+            max_instances=1,
+            coalesce=True,
+        )
+
+    def start(self, group: asyncio.TaskGroup, retry: Backoff) -> list[asyncio.Task[None]]:
+        """Run the publisher, the dispatcher and the relay in ``group``."""
+        config = self.settings.dispatch
+        return [
+            group.create_task(self.publisher.start(), name="sensord.publisher"),
+            group.create_task(
+                self.dispatcher.run(config.interval_s, retry), name="sensord.dispatcher"
+            ),
+            group.create_task(
+                self.relay.run(config.outbox_interval_s, retry), name="sensord.outbox"
+            ),
+        ]
+
+    async def stop(self) -> None:
+        """Close the publisher's session and the webhook connections."""
+        await self.publisher.stop()
+        await self.webhooks.close()
+
+
+def _dispatch(
+    settings: Settings,
+    pool: AsyncConnectionPool,
+    directory: RegistryDirectory,
+    metrics: Metrics,
+    clock: Clock,
+    retry: Backoff,
+    alerts: AlertPipeline | None,
+) -> _DispatchServices | None:
+    config = settings.dispatch
+    if not config.enabled:
+        return None
+    policy = load_policy(policy_file(settings))  # RuleError: fatal at start-up
+    outlets = Outlets(settings.mqtt.topic_prefix, frozenset(config.webhooks))
+    publisher = MqttPublisher(settings.mqtt)
+    webhooks = WebhookSender(dict(config.webhooks))
+    relay = OutboxRelay(
+        pool, publisher, webhooks, clock, metrics,
+        batch=config.outbox_batch,
+        retry=Backoff(config.retry_initial_s, config.retry_max_s),
+        publish_timeout_s=config.publish_timeout_s,
+    )  # fmt: skip
+    dispatcher = Dispatcher(
+        pool, policy, directory.context, outlets, clock, metrics,
+        batch=config.batch, audit_grace_s=config.audit_grace_s, on_notices=relay.wake.set,
+    )  # fmt: skip
+    commands = (
+        CommandHandler(pool, outlets, clock, metrics, on_notices=relay.wake.set)
+        if config.commands
+        else None
+    )
+    if alerts is not None:
+        alerts.on_fired = dispatcher.wake.set  # a new alert is dispatched at once, not at the tick
+    log.info("dispatch policy loaded", extra={"routes": len(policy.routes)})
+    return _DispatchServices(settings, dispatcher, relay, publisher, webhooks, commands)
+
+
 def _serve_metrics(daemon: Daemon) -> WSGIServer | None:
     config = daemon.settings.metrics
     if not config.enabled:
@@ -318,6 +468,12 @@ def rules_directory(settings: Settings) -> Path:
     """Where the rule files are: configured, or the shipped rules/."""
     configured = settings.rules.directory
     return Path(configured) if configured else migrations.shipped("rules")
+
+
+def policy_file(settings: Settings) -> Path:
+    """The dispatch policy: configured, or routing.toml beside the rules."""
+    configured = settings.dispatch.policy_file
+    return Path(configured) if configured else rules_directory(settings) / "routing.toml"
 
 
 async def _alert_pipeline(
@@ -433,15 +589,18 @@ def _install_reload(
     directory: RegistryDirectory,
     settings: Settings,
     alerts: AlertPipeline | None,
+    dispatch: _DispatchServices | None,
     metrics: Metrics,
 ) -> None:
-    """SIGHUP (systemd ExecReload) reloads rules and registry; it never stops the daemon."""
+    """SIGHUP (systemd ExecReload) reloads rules, routing and registry; never stops the daemon."""
     pending: set[asyncio.Task[object]] = set()
 
     def on_hup() -> None:
-        log.info("SIGHUP: reloading", extra={"what": "rules, registry"})
+        log.info("SIGHUP: reloading", extra={"what": "rules, routing, registry"})
         if alerts is not None:
             _reload_rules(settings, alerts, metrics)
+        if dispatch is not None:
+            _reload_policy(settings, dispatch.dispatcher, metrics)
         task = loop.create_task(directory.reload("sighup"), name="sensord.reload")
         pending.add(task)
         task.add_done_callback(pending.discard)
@@ -464,6 +623,22 @@ def _reload_rules(settings: Settings, alerts: AlertPipeline, metrics: Metrics) -
     alerts.swap_rules(rules)  # between two batches: the loop runs one thing at a time
     metrics.rule_reloads.labels("ok").inc()
     log.info("rules reloaded", extra={"rules": len(rules.rules), "files": list(rules.sources)})
+
+
+def _reload_policy(settings: Settings, dispatcher: Dispatcher, metrics: Metrics) -> None:
+    path = policy_file(settings)
+    try:
+        dispatcher.policy = load_policy(path)
+    except Exception as exc:  # a signal handler is a loop boundary: log, count, keep running
+        metrics.policy_reloads.labels("error").inc()
+        problems = exc.problems if isinstance(exc, RuleError) else [f"{type(exc).__name__}: {exc}"]
+        log.error(
+            "routing reload refused; the running policy stays",
+            extra={"file": str(path), "problems": problems},
+        )
+        return
+    metrics.policy_reloads.labels("ok").inc()
+    log.info("routing policy reloaded", extra={"routes": len(dispatcher.policy.routes)})
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

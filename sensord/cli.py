@@ -10,7 +10,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensord import __version__, alerts_cli, logs, registry_cli
+from sensord import __version__, alerts_cli, logs, orders_cli, registry_cli, report_cli
 from sensord.config import Settings, load_settings, redacted
 from sensord.errors import ConfigError, MigrationError
 
@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
         "directory", type=Path, nargs="?", default=None, help="default: the configured rules"
     )
     alerts_cli.add_parser(commands)
+    orders_cli.add_parser(commands)
+    report_cli.add_parser(commands)
     return parser
 
 
@@ -65,6 +67,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rules": _rules_check,
         "alerts": alerts_cli.run,
         "silence": alerts_cli.run,
+        "orders": orders_cli.run,
+        "report": report_cli.run,
     }
     return handlers[args.command](settings, args)
 

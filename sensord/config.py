@@ -91,6 +91,32 @@ class RulesConfig(_Section):
     registry_check_s: Seconds = 3600.0
 
 
+class WebhookConfig(_Section):
+    """One organisation's webhook: POSTed every notification, signed with HMAC-SHA256."""
+
+    url: Annotated[str, Field(pattern=r"^https?://")]
+    secret: SecretStr = SecretStr("")  # the credential webhook-<org_id> fills it
+    timeout_s: Seconds = 5.0
+
+
+class DispatchConfig(_Section):
+    """Work orders (issue 5): routing, deadlines, notifications, inbound commands."""
+
+    enabled: bool = True
+    policy_file: str = ""  # "" = routing.toml in the rules directory; SIGHUP reloads it
+    interval_s: Seconds = 1.0
+    batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+    audit_interval_s: Seconds = 15.0
+    audit_grace_s: Seconds = 30.0
+    commands: bool = True
+    outbox_batch: Annotated[int, Field(ge=1, le=10_000)] = 100
+    outbox_interval_s: Seconds = 1.0
+    retry_initial_s: Seconds = 1.0
+    retry_max_s: Seconds = 300.0
+    publish_timeout_s: Seconds = 10.0
+    webhooks: dict[Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")], WebhookConfig] = {}
+
+
 class MetricsConfig(_Section):
     """Prometheus exposition."""
 
@@ -117,6 +143,7 @@ CREDENTIALS: dict[str, tuple[str, str]] = {
     "database-password": ("database", "password"),
     "mqtt-password": ("mqtt", "password"),
 }
+WEBHOOK_CREDENTIAL = "webhook-"  # webhook-<org_id>: [dispatch.webhooks.<org_id>] secret
 
 
 class _CredentialsSource(PydanticBaseSettingsSource):
@@ -130,12 +157,17 @@ class _CredentialsSource(PydanticBaseSettingsSource):
         directory = os.environ.get("CREDENTIALS_DIRECTORY")
         if not directory:
             return {}
-        found: dict[str, dict[str, str]] = {}
+        found: dict[str, dict[str, Any]] = {}
         for entry in sorted(Path(directory).iterdir()):
+            if entry.name.startswith(WEBHOOK_CREDENTIAL):
+                org_id = entry.name.removeprefix(WEBHOOK_CREDENTIAL)
+                webhooks = found.setdefault("dispatch", {}).setdefault("webhooks", {})
+                webhooks[org_id] = {"secret": entry.read_text().removesuffix("\n")}
+                continue
             if entry.name not in CREDENTIALS:
                 raise ConfigError(
                     f"unknown credential {entry.name!r} in $CREDENTIALS_DIRECTORY; "
-                    f"known: {', '.join(sorted(CREDENTIALS))}"
+                    f"known: {', '.join(sorted(CREDENTIALS))}, {WEBHOOK_CREDENTIAL}<org_id>"
                 )
             section, key = CREDENTIALS[entry.name]
             found.setdefault(section, {})[key] = entry.read_text().removesuffix("\n")
@@ -157,6 +189,7 @@ class Settings(BaseSettings):
     ingest: IngestConfig = IngestConfig()
     retention: RetentionConfig = RetentionConfig()
     rules: RulesConfig = RulesConfig()
+    dispatch: DispatchConfig = DispatchConfig()
     metrics: MetricsConfig = MetricsConfig()
     log: LogConfig = LogConfig()
     shutdown: ShutdownConfig = ShutdownConfig()

@@ -5,24 +5,35 @@ start `sensord run`, run the fleet simulator for one simulated hour in about
 a second with a kitchen fire, an elevator entrapment, a blocked fire lane,
 hostile payloads and replayed duplicates, then compare what the database holds
 with the simulator's ground truth and print the summary.
+
+Then the closed loop: simulated responders (simulators/responders.py) answer
+the work orders over MQTT, except the blocked fire lane's first owner, so that
+order escalates; telemetry verifies and closes the orders; the demo prints the
+orders and `sensord report sla`. The shipped SLAs run 60x faster in the demo
+(one demo second is one minute), so an ignored order escalates within seconds.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
 import time
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import sql
+
+from sensord.adapters.migrations import shipped
+from simulators.responders import Responders, staff_by_org
 
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
 DEMO_DATABASE = "sensord_demo"
@@ -42,6 +53,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--metrics-port", type=int, default=9464)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
+    parser.add_argument(
+        "--sla-speedup", type=float, default=60.0, help="divide the shipped SLAs by this"
+    )
 
 
 def main(args: argparse.Namespace) -> int:
@@ -66,9 +80,13 @@ def main(args: argparse.Namespace) -> int:
         str(district),
     )
     _python("sensord", "registry", "import", str(district), env=env)
-    daemon = start_daemon(args, log)
+    rules = demo_rules(args.out / "rules", args.sla_speedup)
+    stack = contextlib.ExitStack()
+    daemon = start_daemon(args, log, rules)
+    responders = Responders(args.mqtt_port, staff_by_org(district), ignore={IGNORED}, delay_s=0.5)
     try:
         since = datetime.now(UTC)
+        stack.enter_context(responders)  # listening before the first order is dispatched
         fleet = [
             "fleet",
             "--dsn",
@@ -92,13 +110,80 @@ def main(args: argparse.Namespace) -> int:
         totals = next(r for r in records if r["record"] == "totals")
         stored, dead = wait_for(args.dsn, since, totals)
         summary(args.dsn, since, records, totals, stored, dead, args.metrics_port)
+        closed = closed_loop(args.dsn, records, env)
     finally:
+        stack.close()
         daemon.send_signal(signal.SIGTERM)
         code = daemon.wait(30)
         print(f"\nsensord stopped with exit code {code} (log: {log})")
     ok = (stored, dead) == (totals["readings_total"], totals["dead_letters_total"])
     print("ground truth: " + ("matched" if ok else "NOT matched"))
-    return 0 if ok and code == 0 else 1
+    print("closed loop: " + ("every incident's order closed" if closed else "NOT closed"))
+    return 0 if ok and closed and code == 0 else 1
+
+
+IGNORED = "fire_lane_blocked"  # its first owner never answers: the order escalates
+SENSOR_ORDERS = "category <> 'inspection_due'"  # inspection orders come from registry dates
+
+
+def demo_rules(directory: Path, speedup: float) -> Path:
+    """The shipped rules; the dispatch policy's SLAs and holds ``speedup`` times shorter."""
+    directory.mkdir(parents=True, exist_ok=True)
+    source = shipped("rules")
+    for path in source.glob("*.toml"):
+        text = path.read_text(encoding="utf-8")
+        if path.name == "routing.toml":
+            text = re.sub(
+                r"^((?:ack|arrive|resolve|verify_hold)_s = )(\d+)",
+                lambda m: f"{m[1]}{max(1, round(int(m[2]) / speedup))}",
+                text,
+                flags=re.M,
+            )
+        (directory / path.name).write_text(text, encoding="utf-8")
+    return directory
+
+
+def closed_loop(dsn: str, records: list[dict[str, Any]], env: dict[str, str]) -> bool:
+    """Wait (90 s at most) until every incident's order is closed; print orders and the report."""
+    devices = {
+        r["device_id"]
+        for r in records
+        if r["record"] == "incident" and r.get("expected", {}).get("alert")
+    }
+    deadline = time.monotonic() + 90
+    with psycopg.connect(dsn, autocommit=True) as db:
+        while time.monotonic() < deadline:
+            rows = db.execute(
+                f"SELECT device_id, state FROM work_orders WHERE {SENSOR_ORDERS}"
+            ).fetchall()
+            if {d for d, state in rows if state == "closed"} >= devices:
+                break
+            time.sleep(0.5)
+        orders = db.execute(
+            "SELECT o.id, o.category, o.severity, o.state, o.owner_role, o.owner_org,"
+            " o.escalation_level, o.device_id, (SELECT string_agg(e.event, ' > ' ORDER BY e.id)"
+            " FROM work_order_events e WHERE e.order_id = o.id)"
+            f" FROM work_orders o WHERE {SENSOR_ORDERS} ORDER BY o.id"
+        ).fetchall()
+        other = db.execute(
+            f"SELECT category, state, count(*) FROM work_orders WHERE NOT ({SENSOR_ORDERS})"
+            " GROUP BY 1, 2 ORDER BY 1, 2"
+        ).fetchall()
+    print("\nwork orders of the incidents (owner now; level = escalations):")
+    for oid, category, severity, state, role, org, level, device, trail in orders:
+        print(
+            f"  #{oid} {category:<20} {severity:<8} {state:<9} {role}:{org} level {level} {device}"
+        )
+        print(f"      {trail}")
+    print("  other orders: " + ", ".join(f"{c} {s} {n}" for c, s, n in other))
+    today = datetime.now(UTC).date()
+    print("\nSLA report (sensord report sla --by org):")
+    subprocess.run(
+        [sys.executable, "-m", "sensord", "report", "sla", "--from", str(today),
+         "--to", str(today + timedelta(days=1)), "--by", "org"],
+        env=env, check=False,
+    )  # fmt: skip
+    return {device for *_, state, _, _, _, device, _ in orders if state == "closed"} >= devices
 
 
 def fresh_database(dsn: str, name: str) -> str:
@@ -115,7 +200,7 @@ def _python(*argv: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-m", *argv], check=True, env=env)
 
 
-def start_daemon(args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]:
+def start_daemon(args: argparse.Namespace, log: Path, rules: Path) -> subprocess.Popen[bytes]:
     """``sensord run`` in the background, logging to a file; returns it once it is ready."""
     env = dict(
         os.environ,
@@ -123,6 +208,7 @@ def start_daemon(args: argparse.Namespace, log: Path) -> subprocess.Popen[bytes]
         SENSORD_METRICS__PORT=str(args.metrics_port),
         SENSORD_MQTT__PORT=str(args.mqtt_port),
         SENSORD_DATABASE__DSN=args.dsn,
+        SENSORD_RULES__DIRECTORY=str(rules),
     )
     with log.open("ab") as out:
         daemon = subprocess.Popen(
@@ -230,7 +316,6 @@ def summary(
             "SELECT category, count(*) FROM alerts GROUP BY category ORDER BY category"
         ).fetchall()
     print("  all alerts: " + ", ".join(f"{c} {n}" for c, n in other))
-    print("  (work orders and dispatch: issue 5, not built yet)")
     metrics = scrape(metrics_port)
     print("\nsensord metrics:")
     for name in (

@@ -429,7 +429,11 @@ class _District:
         for kind in ("smoke", "ebike", "fire_lane"):
             self.cover(devices, "street", STREET, kind, "maintainer")
         enforcement = self.org("ORG-ENF", "enforcement", "示范街道城管执法中队", "021-64000000")
-        self.cover(enforcement, "street", STREET, "fire_lane", "enforcer")
+        for kind in ("fire_lane", "ebike"):  # blocked lanes; repeated indoor charging
+            self.cover(enforcement, "street", STREET, kind, "enforcer")
+        # The top of the escalation chain (grid worker -> committee -> ops centre -> district).
+        district = self.org("ORG-DIST", "district_office", "示范区城市运行管理中心", "021-65000000")
+        self.cover(district, "street", STREET, "any", "supervisor")
 
     def org(self, org_id: str, org_type: str, name: str, phone: str | None) -> Organisation:
         return self.add("organisations", Organisation(org_id, org_type, name, STREET, phone))

@@ -67,7 +67,8 @@ async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
         await cur.execute(
             "UPDATE alerts SET state = 'firing', cleared_at = NULL, clear_reason = NULL,"
             " acknowledged_at = NULL, acknowledged_by = NULL, silenced_by = %s,"
-            " count = count + 1, last_seen = %s, severity = %s, updated_at = now()"
+            " count = count + 1, last_seen = %s, severity = %s, updated_at = now(),"
+            " episode = episode + 1"  # a new firing episode: the dispatcher reopens its order
             " WHERE id = (SELECT id FROM alerts WHERE rule = %s AND subject = %s"
             " AND state = 'cleared' AND cleared_at >= %s ORDER BY cleared_at DESC LIMIT 1)"
             " RETURNING id",

@@ -204,6 +204,104 @@ class Metrics:
             registry=registry,
         )
 
+        self._dispatch(registry)
+        self.event_loop_lag = Histogram(
+            "sensord_event_loop_lag_seconds",
+            "How late a periodic 0.5 s timer on the event loop fires.",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+            registry=registry,
+        )
+
+    def _dispatch(self, registry: CollectorRegistry) -> None:
+        """Work orders, their deadlines, the outbox and inbound commands."""
+        self.orders = Gauge(
+            "sensord_orders",
+            "Work orders by state (sampled by the deadline auditor).",
+            ["state"],
+            registry=registry,
+        )
+        self.orders_created = Counter(
+            "sensord_orders_created",
+            "Work orders created, by category and severity.",
+            ["category", "severity"],
+            registry=registry,
+        )
+        self.order_transitions = Counter(
+            "sensord_order_transitions",
+            "Work-order transitions made by this instance's dispatcher and commands, by event.",
+            ["event"],
+            registry=registry,
+        )
+        self.order_sla_breaches = Counter(
+            "sensord_order_sla_breaches",
+            "Deadlines missed (each one escalates the order), by phase.",
+            ["phase"],
+            registry=registry,
+        )
+        for phase in ("ack", "arrive", "resolve"):
+            self.order_sla_breaches.labels(phase)
+        self.order_escalations = Counter(
+            "sensord_order_escalations",
+            "Escalations up the grid chain, by the level reached.",
+            ["level"],
+            registry=registry,
+        )
+        self.order_escalation_delay = Histogram(
+            "sensord_order_escalation_delay_seconds",
+            "How long after its deadline an order was escalated.",
+            buckets=(0.5, 1, 2, 5, 10, 30, 60, 300),
+            registry=registry,
+        )
+        self.order_deadlines_overdue = Gauge(
+            "sensord_order_deadlines_overdue",
+            "Deadlines overdue beyond the audit grace period without escalation (must be 0).",
+            registry=registry,
+        )
+        self.order_deadline_audits = Counter(
+            "sensord_order_deadline_audits", "Runs of the deadline auditor.", registry=registry
+        )
+        self.outbox_pending = Gauge(
+            "sensord_outbox_pending_messages",
+            "Notifications in the outbox not yet delivered.",
+            registry=registry,
+        )
+        self.outbox_oldest_age = Gauge(
+            "sensord_outbox_oldest_age_seconds",
+            "Age of the oldest undelivered notification (0 when none).",
+            registry=registry,
+        )
+        self.notifications_sent = Counter(
+            "sensord_notifications_sent",
+            "Notifications delivered, by channel.",
+            ["channel"],
+            registry=registry,
+        )
+        self.notification_failures = Counter(
+            "sensord_notification_failures",
+            "Failed notification delivery attempts (retried with backoff), by channel.",
+            ["channel"],
+            registry=registry,
+        )
+        for channel in ("mqtt", "webhook"):
+            self.notifications_sent.labels(channel)
+            self.notification_failures.labels(channel)
+        self.policy_reloads = Counter(
+            "sensord_dispatch_policy_reloads",
+            "Reloads of the dispatch policy (routing.toml) on SIGHUP, by result.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("ok", "error"):
+            self.policy_reloads.labels(result)
+        self.order_commands = Counter(
+            "sensord_order_commands",
+            "Inbound order commands from the broker, by result.",
+            ["result"],
+            registry=registry,
+        )
+        for result in ("accepted", "rejected"):
+            self.order_commands.labels(result)
+
     def sample_ingest(self, received: Callable[[], float], in_flight: Callable[[], float]) -> None:
         """Where the scrape reads received_total and in_flight from."""
         self._ingest.received = received

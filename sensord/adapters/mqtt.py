@@ -48,17 +48,26 @@ class _BackoffClient(gmqtt.Client):  # type: ignore[misc]
         await super().reconnect(delay=delay)
 
 
-def subscription_topic(config: MqttConfig) -> str:
-    """The reading subscription, inside the shared group when one is configured."""
-    topic = reading_subscription(config.topic_prefix)
+def subscription_topic(config: MqttConfig, topic: str | None = None) -> str:
+    """A subscription (default: the readings), inside the shared group when one is configured."""
+    topic = topic or reading_subscription(config.topic_prefix)
     return f"$share/{config.shared_group}/{topic}" if config.shared_group else topic
 
 
 class MqttConsumer:
     """Owns the broker session and feeds every reading to ``handler``."""
 
-    def __init__(self, config: MqttConfig, handler: Handler, metrics: Metrics) -> None:
+    def __init__(
+        self,
+        config: MqttConfig,
+        handler: Handler,
+        metrics: Metrics,
+        extra_topics: tuple[str, ...] = (),
+    ) -> None:
         self._config = config
+        self._topics = [subscription_topic(config)] + [
+            subscription_topic(config, topic) for topic in extra_topics
+        ]
         self._handler = handler
         self._metrics = metrics
         self._subscribed = asyncio.Event()
@@ -124,13 +133,12 @@ class MqttConsumer:
         self._connection_generation += 1
         client.failed_attempts = 0
         self._metrics.mqtt_connects.inc()
-        topic = subscription_topic(self._config)
         # Subscribing again on a resumed session is harmless and repairs a
         # session the broker lost (restart without persistence, expiry).
-        client.subscribe(topic, qos=1)
+        client.subscribe([gmqtt.Subscription(topic, qos=1) for topic in self._topics])
         log.info(
             "broker session up",
-            extra={"session_present": bool(session_present), "subscription": topic},
+            extra={"session_present": bool(session_present), "subscriptions": self._topics},
         )
 
     def _on_subscribe(self, client: gmqtt.Client, mid: int, qos: Any, props: Any) -> None:

@@ -32,6 +32,7 @@ OUTDOOR_PLACES = frozenset({"fire_lane", "bike_shed"})
 ORG_TYPES = (
     "ops_centre", "ops_workstation", "residents_committee", "property_company",
     "owners_committee", "elevator_vendor", "device_vendor", "enforcement",
+    "district_office",
 )  # fmt: skip
 STAFF_ROLES = (
     "grid_leader", "grid_worker", "duty_officer", "building_leader", "property_staff",

@@ -68,6 +68,7 @@ class AlertPipeline:
         self._context = context
         self._metrics = metrics
         self._last: asyncio.Future[None] | None = None
+        self.on_fired: Callable[[], None] = lambda: None  # the dispatcher's wake-up
 
     def evaluate(self, readings: Sequence[Reading]) -> AlertWork | None:
         """Evaluate a batch now (call right after cutting it); None when it changes nothing."""
@@ -104,6 +105,7 @@ class AlertPipeline:
         for (outcome, category, severity), count in outcomes.items():
             if outcome in (Outcome.FIRED, Outcome.REOPENED):
                 self._metrics.alerts_fired.labels(category, severity).inc(count)
+                self.on_fired()
             elif outcome is Outcome.CLEARED:
                 self._metrics.alerts_cleared.labels(category).inc(count)
 

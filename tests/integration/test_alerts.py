@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -15,59 +13,10 @@ import pytest
 from simulators.fleet import read_csv_registry
 from simulators.publisher import Publisher
 from simulators.schedule import messages, plan_from_run
+from tests.support.fleet import run_fleet, wait_for_all_readings
 from tests.support.services import REPO, Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
-
-SCENARIOS = ("kitchen_fire", "elevator_entrapment", "fire_lane_blocked:for=20m")
-
-
-def run_fleet(
-    tmp_path: Path,
-    district: Path,
-    port: int,
-    seed: int,
-    scenarios: tuple[str, ...] = SCENARIOS,
-    *options: str,
-) -> list[dict[str, object]]:
-    """One simulated hour (or ``options``) of the district with ``scenarios``; the truth records."""
-    truth = tmp_path / f"truth-{seed}.jsonl"
-    command = [
-        sys.executable,
-        "-m",
-        "simulators",
-        "fleet",
-        "--registry",
-        str(district),
-        "--port",
-        str(port),
-        "--seed",
-        str(seed),
-        "--speedup",
-        "3600",
-        "--truth",
-        str(truth),
-        "--quiet",
-        *(options or ("--duration", "1h")),
-    ]
-    for scenario in scenarios:
-        command += ["--scenario", scenario]
-    result = subprocess.run(
-        command, cwd=REPO, capture_output=True, text=True, timeout=120, check=False
-    )  # fmt: skip
-    assert result.returncode == 0, result.stderr
-    return [json.loads(line) for line in truth.read_text().splitlines()]
-
-
-def wait_for_all_readings(sensord: Daemon, records: list[dict[str, object]]) -> None:
-    """Until the daemon has stored every reading the truth file's totals announce."""
-    total = records[-1]["readings_total"]
-    assert isinstance(total, int)
-    wait_until(
-        lambda: sensord.metrics().get("sensord_ingest_stored_readings_total", 0) >= total,
-        60,
-        "every reading stored",
-    )
 
 
 def test_a_night_of_indoor_charging_and_a_failing_battery(
@@ -189,6 +138,7 @@ def test_a_silent_device_goes_offline_and_its_next_message_clears_it(
     alerts_db, _ = demo_district
     rules = tmp_path / "rules"
     rules.mkdir()
+    (rules / "routing.toml").write_text((REPO / "rules" / "routing.toml").read_text())
     shipped = (REPO / "rules" / "sensors.toml").read_text()
     # Real time: 3 missed elevator heartbeats (60 s) would take 3 minutes; 0.05 takes 3 s.
     (rules / "sensors.toml").write_text(

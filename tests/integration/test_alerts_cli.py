@@ -50,7 +50,10 @@ def db(registry_dsn: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[psycopg.C
     """The registry database with no alerts, events, states or silences; the CLI pointed at it."""
     monkeypatch.setenv("SENSORD_DATABASE__DSN", registry_dsn)
     with psycopg.connect(registry_dsn, autocommit=True) as conn:
-        conn.execute("TRUNCATE alerts, alert_events, rule_state, silences RESTART IDENTITY")
+        conn.execute(
+            "TRUNCATE alerts, alert_events, rule_state, silences,"
+            " work_orders, work_order_events, outbox RESTART IDENTITY"
+        )
         yield conn
 
 
@@ -541,7 +544,7 @@ def test_the_store_honours_silences_made_here_but_never_for_safety_rules(
 
     # An expired silence mutes nothing more.
     assert cli(capsys, "silence", "expire", "3", "--by", "li")[0] == 0
-    db.execute("TRUNCATE alerts, alert_events")
+    db.execute("TRUNCATE alerts, alert_events, work_orders, work_order_events, outbox")
     _fire(registry_dsn, [_effect("fire_lane_blocked", lane, lane_address)])
     assert db.execute("SELECT silenced_by FROM alerts").fetchall() == [(None,)]
 

@@ -7,12 +7,15 @@ from pathlib import Path
 import pytest
 
 from sensord.adapters.registry_snapshot import load_snapshot
-from sensord.core.orders.routing import parse_routing, route
+from sensord.core.orders.policy import parse_policy
+from sensord.core.orders.routing import route
 from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import RuleError
 
 pytestmark = pytest.mark.integration
-ROUTES = parse_routing((Path(__file__).resolve().parents[2] / "rules" / "routing.toml").read_text())
+ROUTES = parse_policy(
+    (Path(__file__).resolve().parents[2] / "rules" / "routing.toml").read_text()
+).routes
 
 
 def test_every_device_and_category_routes_to_someone(demo_district: tuple[str, Path]) -> None:
@@ -46,6 +49,6 @@ def test_no_context_goes_to_the_ops_centre_flagged() -> None:
 def test_a_bad_policy_lists_every_problem() -> None:
     bad = '[[route]]\ncategory = "gas"\nowner = "x"\n[[route]]\ncategory = "fire"\n[extra]\n'
     with pytest.raises(RuleError) as caught:
-        parse_routing(bad)
+        parse_policy(bad)
     text = str(caught.value)
     assert "route #1: category" in text and "route #2: owner" in text and "extra" in text

@@ -106,7 +106,21 @@ def test_systemd_credentials_fill_secrets_below_the_environment(
 
 
 def test_an_unknown_credential_is_refused(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    (tmp_path / "webhook-secret").write_text("x")
+    (tmp_path / "api-token").write_text("x")
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(tmp_path))
-    with pytest.raises(ConfigError, match="unknown credential 'webhook-secret'"):
+    with pytest.raises(ConfigError, match="unknown credential 'api-token'"):
         load_settings(None)
+
+
+def test_a_webhook_credential_fills_that_organisations_secret(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    credentials = tmp_path / "credentials"
+    credentials.mkdir()
+    (credentials / "webhook-ORG-PM1").write_text("s3cret\n")
+    config = tmp_path / "config.toml"
+    config.write_text('[dispatch.webhooks.ORG-PM1]\nurl = "https://example.org/hook"\n')
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
+    hook = load_settings(config).dispatch.webhooks["ORG-PM1"]
+    assert hook.secret.get_secret_value() == "s3cret"
+    assert str(hook.url) == "https://example.org/hook"

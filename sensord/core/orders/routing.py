@@ -1,4 +1,4 @@
-"""Routing policy (``rules/routing.toml``): alert → owner and notified parties at a place (pure).
+"""Routing (``rules/routing.toml``): alert → owner and notified parties at a place (pure).
 
 Roles resolve through the device's context: an organisation type is the most
 specific organisation of that type answering for the device's kind at the
@@ -10,16 +10,15 @@ centre and is flagged ``unrouted`` — an alert is never dropped.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from sensord.core.context import DeviceContext
 from sensord.core.rules.expr import Condition, ExpressionError, compile_condition
-from sensord.core.rules.model import CATEGORIES, RuleError, Severity
+from sensord.core.rules.model import CATEGORIES, Severity
 
 GRID_WORKER = "grid_worker"
 MAINTAINER = "maintainer"
@@ -81,27 +80,6 @@ class Routing:
     notify: tuple[Party, ...]
     severity: str | None
     unrouted: bool  # the owner did not resolve; the ops centre got it
-
-
-def parse_routing(text: str, source: str = "routing.toml") -> tuple[Route, ...]:
-    """Validate the policy; raise RuleError listing every problem."""
-    try:
-        document = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise RuleError([f"{source}: TOML syntax: {exc}"]) from None
-    routes, problems = [], []
-    for index, raw in enumerate(document.get("route", [])):
-        try:
-            routes.append(Route.model_validate(raw))
-        except ValidationError as exc:
-            for error in exc.errors():
-                where = ".".join(str(p) for p in error["loc"])
-                problems.append(f"{source}: route #{index + 1}: {where}: {error['msg']}")
-    unknown = set(document) - {"route"}
-    problems += [f"{source}: unknown table {name!r}" for name in sorted(unknown)]
-    if problems:
-        raise RuleError(problems)
-    return tuple(routes)
 
 
 def route(

@@ -1,0 +1,116 @@
+"""Inbound order commands (``<prefix>/<street>/orders/<order_id>/events``): parsing and
+authorisation (pure).
+
+The broker's ACL authenticates who may publish on a street's command topics;
+sensord authorises the ``by`` staff member against the registry and the order:
+the owner's staff work the order (ack, arrive, resolve); cancelling needs the
+owner or the city-operations centre; verifying and reopening is open to every
+party of the order and the centre (the machine then refuses a verifier in the
+resolver's own role).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Collection
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from sensord.core.orders.machine import Event
+from sensord.errors import SensordError
+
+COMMAND_EVENTS = ("ack", "arrive", "resolve", "verify", "cancel", "reopen")
+SUPERVISORS = frozenset({"ops_centre", "district_office"})
+_OWNER_ONLY = frozenset({Event.ACK, Event.ARRIVE, Event.RESOLVE})
+_TOPIC = re.compile(r"(?P<street>[A-Za-z0-9_-]{1,64})/orders/(?P<order>[0-9]{1,18})/events")
+
+
+class CommandRejected(SensordError):
+    """A command that is malformed or not allowed; the reply carries the message."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Command(BaseModel):
+    """One inbound command (docs/orders.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+    event: Literal["ack", "arrive", "resolve", "verify", "cancel", "reopen"]
+    by: Annotated[str, Field(min_length=1, max_length=64)]
+    note: Annotated[str, Field(max_length=500)] = ""
+    request_id: Annotated[str, Field(max_length=64)] = ""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandTopic:
+    """The street and order a command topic names."""
+
+    street: str
+    order_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """A member of staff as the registry has them."""
+
+    staff_id: str
+    org_id: str
+    org_type: str
+    role: str
+
+
+def command_subscription(prefix: str) -> str:
+    """The topic filter of every street's order commands."""
+    return f"{prefix}/+/orders/+/events"
+
+
+def parse_command_topic(topic: str, prefix: str) -> CommandTopic | None:
+    """The street and order id of a command topic; None for any other topic."""
+    if not topic.startswith(prefix + "/"):
+        return None
+    found = _TOPIC.fullmatch(topic[len(prefix) + 1 :])
+    if found is None:
+        return None
+    return CommandTopic(found["street"], int(found["order"]))
+
+
+def parse_command(payload: bytes) -> Command:
+    """Decode a command; raise CommandRejected('invalid', …) naming what is wrong."""
+    try:
+        return Command.model_validate(json.loads(payload))
+    except RecursionError:
+        raise CommandRejected("invalid", "JSON nested too deeply") from None
+    except (ValueError, UnicodeDecodeError) as exc:
+        if isinstance(exc, ValidationError):
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise CommandRejected("invalid", problems) from None
+        raise CommandRejected("invalid", f"not JSON: {exc}") from None
+
+
+def authorise(
+    event: Event, actor: Actor | None, owner_org: str | None, parties: Collection[str]
+) -> None:
+    """Raise CommandRejected('unauthorised', …) unless ``actor`` may send ``event``."""
+    if actor is None:
+        raise CommandRejected("unauthorised", "`by` is not a member of staff in the registry")
+    supervisor = actor.org_type in SUPERVISORS
+    if event in _OWNER_ONLY:
+        allowed = actor.org_id == owner_org
+    elif event is Event.CANCEL:
+        allowed = actor.org_id == owner_org or supervisor
+    else:
+        allowed = actor.org_id == owner_org or actor.org_id in parties or supervisor
+    if not allowed:
+        raise CommandRejected(
+            "unauthorised",
+            f"{actor.staff_id} ({actor.org_id}) may not {event.value} this order",
+        )

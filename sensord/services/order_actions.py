@@ -1,0 +1,187 @@
+"""People acting on orders: the CLI and the MQTT command topic share one path.
+
+``act`` applies an event in the caller's transaction: a verification closes
+the order at once, a reopen dispatches it again at once. ``CommandHandler``
+serves ``<prefix>/<street>/orders/<id>/events``: it authorises the sender
+against the registry, applies the command and queues the reply in the outbox,
+and returns only after the commit — the broker's PUBACK follows, so a crash
+before it redelivers the command, which ``request_id`` makes harmless.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+import psycopg
+from psycopg import AsyncCursor
+from psycopg_pool import AsyncConnectionPool
+
+from sensord.adapters.metrics import Metrics
+from sensord.adapters.order_store import (
+    SYSTEM,
+    Changes,
+    OrderRow,
+    Outlets,
+    enqueue,
+    load_order,
+    transition,
+)
+from sensord.clock import Clock
+from sensord.core.orders.commands import (
+    Actor,
+    CommandRejected,
+    CommandTopic,
+    authorise,
+    parse_command,
+)
+from sensord.core.orders.machine import Event, TransitionError
+from sensord.core.orders.notices import reply_topic
+from sensord.errors import SensordError, StorageUnavailable
+from sensord.services.dispatcher import close_verified
+
+log = logging.getLogger("sensord.orders")
+
+
+class OrderNotFound(SensordError):
+    """No order with that id."""
+
+
+async def act(
+    cur: AsyncCursor[Any],
+    order_id: int,
+    event: Event,
+    *,
+    by: str,
+    role: str,
+    note: str,
+    now: datetime,
+    outlets: Outlets,
+    changes: Changes,
+    detail: dict[str, Any] | None = None,
+) -> OrderRow:
+    """Apply a person's ``event``; TransitionError names the state and the allowed events."""
+    order = await load_order(cur, order_id, lock=True)
+    if order is None:
+        raise OrderNotFound(f"order {order_id} does not exist")
+    updated = await transition(
+        cur, order, event, at=now, actor=by, role=role, note=note,
+        outlets=outlets, changes=changes, detail=detail,
+    )  # fmt: skip
+    if event is Event.VERIFY:
+        updated = await close_verified(cur, updated, now, outlets, changes)
+    elif event is Event.REOPEN:
+        updated = await transition(
+            cur, updated, Event.DISPATCH, at=now, actor=SYSTEM, role=SYSTEM,
+            outlets=outlets, changes=changes,
+        )  # fmt: skip
+    return updated
+
+
+async def find_actor(cur: AsyncCursor[Any], staff_id: str) -> Actor | None:
+    """A member of staff and their organisation, from the registry."""
+    await cur.execute(
+        "SELECT s.staff_id, s.org_id, o.org_type, s.role FROM staff s"
+        " JOIN organisations o USING (org_id) WHERE s.staff_id = %s",
+        (staff_id,),
+    )
+    row = await cur.fetchone()
+    return Actor(*row) if row else None
+
+
+class CommandHandler:
+    """Applies commands from the broker; every command gets a reply, none is lost."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        outlets: Outlets,
+        clock: Clock,
+        metrics: Metrics,
+        on_notices: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._pool = pool
+        self._outlets = outlets
+        self._clock = clock
+        self._metrics = metrics
+        self._on_notices = on_notices
+
+    async def handle(self, where: CommandTopic, payload: bytes) -> None:
+        """Apply one command and queue its reply; raise StorageUnavailable to stay unacked."""
+        try:
+            result = await self._apply(where, payload)
+        except psycopg.OperationalError as exc:
+            raise StorageUnavailable(f"command not applied: {exc}") from exc
+        self._metrics.order_commands.labels("accepted" if result["ok"] else "rejected").inc()
+        self._on_notices()
+
+    async def _apply(self, where: CommandTopic, payload: bytes) -> dict[str, Any]:
+        now = self._clock.now()
+        request_id = ""
+        try:
+            command = parse_command(payload)
+            request_id = command.request_id
+            event = Event(command.event)
+            changes = Changes()
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                if request_id and await _seen(cur, where.order_id, request_id):
+                    return {"ok": True, "duplicate": True}  # its reply was queued the first time
+                order = await load_order(cur, where.order_id, lock=True)
+                if order is None or (order.street_id or "unknown") != where.street:
+                    raise CommandRejected("not_found", f"order {where.order_id} does not exist")
+                actor = await find_actor(cur, command.by)
+                parties = {p["org_id"] for p in order.notified if p.get("org_id")}
+                authorise(event, actor, order.owner_org, parties)
+                assert actor is not None
+                updated = await act(
+                    cur, order.id, event, by=actor.staff_id, role=actor.role,
+                    note=command.note, now=now, outlets=self._outlets, changes=changes,
+                    detail={"request_id": request_id, "via": "mqtt"},
+                )  # fmt: skip
+                reply = {"ok": True, "state": updated.state}
+                await self._reply(cur, where, request_id, payload, now, reply)
+            log.info(
+                "order command applied",
+                extra={"order_id": where.order_id, "event": event.value, "by": actor.staff_id},
+            )
+            return reply
+        except (CommandRejected, TransitionError) as exc:
+            code = exc.code if isinstance(exc, CommandRejected) else "invalid_transition"
+            reply = {"ok": False, "error": code, "message": str(exc)}
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await self._reply(cur, where, request_id, payload, now, reply)
+            log.warning(
+                "order command rejected",
+                extra={"order_id": where.order_id, "error": code, "reason": str(exc)},
+            )
+            return reply
+
+    async def _reply(
+        self,
+        cur: AsyncCursor[Any],
+        where: CommandTopic,
+        request_id: str,
+        payload: bytes,
+        now: datetime,
+        body: dict[str, Any],
+    ) -> None:
+        # Keyed by the request (or the exact payload): a redelivered command
+        # does not queue a second reply.
+        digest = request_id or hashlib.sha256(payload).hexdigest()[:32]
+        key = f"reply-{where.order_id}-{digest}"
+        message = {"v": 1, "order_id": where.order_id, "request_id": request_id, **body}
+        topic = reply_topic(self._outlets.prefix, where.street, where.order_id)
+        order_id = where.order_id if body.get("error") != "not_found" else None
+        await enqueue(cur, [(order_id, "mqtt", topic, json.dumps(message), key, now)])
+
+
+async def _seen(cur: AsyncCursor[Any], order_id: int, request_id: str) -> bool:
+    await cur.execute(
+        "SELECT 1 FROM work_order_events WHERE order_id = %s AND detail->>'request_id' = %s",
+        (order_id, request_id),
+    )
+    return await cur.fetchone() is not None

@@ -1,0 +1,128 @@
+"""The outbox relay: delivers what order transactions queued, marks it sent, retries the rest.
+
+Rows are claimed ``FOR UPDATE SKIP LOCKED`` (several instances share the work,
+none sends a row another is sending) and marked sent in the same transaction
+after the broker's PUBACK or the webhook's 2xx. A crash between delivery and
+that commit sends the row again: at least once, under the same
+``message_id``/``Idempotency-Key``, which receivers deduplicate on. A failed
+row waits ``retry_initial_s`` doubling up to ``retry_max_s``, and is never
+given up (``sensord_outbox_oldest_age_seconds`` shows it stuck).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+from datetime import timedelta
+from typing import Any
+
+from psycopg_pool import AsyncConnectionPool
+
+from sensord.adapters.metrics import Metrics
+from sensord.adapters.mqtt_publisher import MqttPublisher
+from sensord.adapters.webhooks import WebhookSender
+from sensord.clock import Clock
+from sensord.core.backoff import Backoff
+from sensord.errors import SensordError
+from sensord.services.polling import poll
+
+log = logging.getLogger("sensord.outbox")
+
+
+class OutboxRelay:
+    """Moves outbox rows to the broker and the webhooks."""
+
+    def __init__(
+        self,
+        pool: AsyncConnectionPool,
+        publisher: MqttPublisher,
+        webhooks: WebhookSender,
+        clock: Clock,
+        metrics: Metrics,
+        *,
+        batch: int,
+        retry: Backoff,
+        publish_timeout_s: float,
+    ) -> None:
+        self._pool = pool
+        self._publisher = publisher
+        self._webhooks = webhooks
+        self._clock = clock
+        self._metrics = metrics
+        self._batch = batch
+        self._retry = retry
+        self._timeout = publish_timeout_s
+        self.wake = asyncio.Event()
+
+    async def run(self, interval_s: float, backoff: Backoff) -> None:
+        """Deliver whenever woken, and at least every ``interval_s`` (other instances' rows)."""
+
+        async def step() -> bool:
+            return await self.deliver() >= self._batch
+
+        await poll(
+            step, self.wake, interval_s, backoff,
+            metrics=self._metrics, operation="outbox", log=log,
+        )  # fmt: skip
+
+    async def deliver(self) -> int:
+        """One batch of due rows; return how many were tried."""
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(
+                "SELECT id, channel, destination, payload, idempotency_key, attempts"
+                " FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= %s"
+                " AND (channel <> 'mqtt' OR %s)"  # broker down: not an attempt, no backoff
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
+                (self._clock.now(), self._publisher.connected, self._batch),
+            )
+            rows = await cur.fetchall()
+            if not rows:
+                return 0
+            results = await asyncio.gather(*(self._send(*row[1:5]) for row in rows))
+            now = self._clock.now()
+            sent = [(now, row[0]) for row, error in zip(rows, results, strict=True) if not error]
+            failed = [
+                (now + self._delay(row[5] + 1), error, row[0])
+                for row, error in zip(rows, results, strict=True)
+                if error
+            ]
+            if sent:
+                await cur.executemany(
+                    "UPDATE outbox SET sent_at = %s, attempts = attempts + 1, last_error = NULL"
+                    " WHERE id = %s",
+                    sent,
+                )
+            if failed:
+                await cur.executemany(
+                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = %s,"
+                    " last_error = %s WHERE id = %s",
+                    failed,
+                )
+        for row, error in zip(rows, results, strict=True):
+            outcome = (
+                self._metrics.notification_failures if error else self._metrics.notifications_sent
+            )
+            outcome.labels(row[1]).inc()
+        if failed:
+            log.warning(
+                "notifications not delivered; will retry",
+                extra={"failed": len(failed), "first_error": failed[0][1]},
+            )
+        return len(rows)
+
+    async def _send(self, channel: str, destination: str, payload: Any, key: str) -> str | None:
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        try:
+            if channel == "mqtt":
+                await self._publisher.publish(destination, body, self._timeout)
+            else:
+                stamp = int(self._clock.now().timestamp())
+                await self._webhooks.send(destination, key, body, stamp)
+        except SensordError as exc:
+            return str(exc) or type(exc).__name__
+        return None
+
+    def _delay(self, attempts: int) -> timedelta:
+        return timedelta(seconds=self._retry.delay(attempts, random.random))
