@@ -8,6 +8,8 @@
 ALTER TABLE alerts ADD COLUMN episode integer NOT NULL DEFAULT 1 CHECK (episode >= 1);
 ALTER TABLE alerts ADD COLUMN dispatched_episode integer NOT NULL DEFAULT 0;
 CREATE INDEX alerts_undispatched ON alerts (id) WHERE dispatched_episode < episode;
+-- On upgrade, the history stays history: only alerts open now become orders.
+UPDATE alerts SET dispatched_episode = episode WHERE state = 'cleared';
 
 -- The top of the escalation chain: the district's office above the street.
 ALTER TABLE organisations DROP CONSTRAINT organisations_org_type_check;

@@ -117,16 +117,32 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
-    from sensord.adapters.rule_files import load_rules
+    """The rule files and, when dispatch is on, the dispatch policy: each all or nothing."""
+    from sensord.adapters.rule_files import load_policy, load_rules
     from sensord.app import rules_directory
     from sensord.core.rules.model import RuleError
 
     args.directory = args.directory or rules_directory(settings)
+    # As the daemon resolves it (sensord.app.policy_file), but beside --directory.
+    policy = (
+        Path(settings.dispatch.policy_file or Path(args.directory) / "routing.toml")
+        if settings.dispatch.enabled
+        else None
+    )
+    failed = False
     try:
         rules = load_rules(args.directory)
+        print(f"{len(rules.rules)} rules in {len(rules.sources)} files: ok")
     except RuleError as exc:
+        failed = True
         for problem in exc.problems:
             print(f"{args.directory}/{problem}", file=sys.stderr)
-        return 1
-    print(f"{len(rules.rules)} rules in {len(rules.sources)} files: ok")
-    return 0
+    if policy is not None:
+        try:
+            loaded = load_policy(policy)
+            print(f"{policy}: {len(loaded.routes)} routes, {len(loaded.slas)} SLAs: ok")
+        except RuleError as exc:
+            failed = True
+            for problem in exc.problems:
+                print(f"{policy.parent}/{problem}", file=sys.stderr)
+    return 1 if failed else 0

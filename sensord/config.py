@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -94,7 +102,7 @@ class RulesConfig(_Section):
 class WebhookConfig(_Section):
     """One organisation's webhook: POSTed every notification, signed with HMAC-SHA256."""
 
-    url: Annotated[str, Field(pattern=r"^https?://")]
+    url: HttpUrl
     secret: SecretStr = SecretStr("")  # the credential webhook-<org_id> fills it
     timeout_s: Seconds = 5.0
 

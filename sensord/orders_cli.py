@@ -55,7 +55,9 @@ def add_parser(commands: Any) -> None:
         help="which orders (default: open = not closed or cancelled)",
     )
     listing.add_argument("--org", help="owned by this organisation")
-    listing.add_argument("--category", help="of this category (smoke, ebike, ...)")
+    listing.add_argument(
+        "--category", help="of this alert category (fire, elevator_entrapment, ...)"
+    )
     listing.add_argument("--limit", type=_positive, default=100, help="at most this many")
     listing.add_argument("--json", action="store_true", help="print as JSON")
     show = sub.add_parser("show", help="one order with its audit trail and notifications")

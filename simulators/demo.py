@@ -54,6 +54,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     parser.add_argument(
+        "--database", default=DEMO_DATABASE, help="created afresh on --dsn's server each run"
+    )
+    parser.add_argument(
         "--sla-speedup", type=float, default=60.0, help="divide the shipped SLAs by this"
     )
 
@@ -66,7 +69,7 @@ def main(args: argparse.Namespace) -> int:
     log = args.out / "sensord.log"
     # A fresh database each run: the simulated hour ends now, and readings of an
     # earlier run would be newer than its beginning (the rule engine ignores late data).
-    args.dsn = fresh_database(args.dsn, DEMO_DATABASE)
+    args.dsn = fresh_database(args.dsn, args.database)
     env = dict(os.environ, SENSORD_DATABASE__DSN=args.dsn)
     _python("sensord", "migrate", env=env)
     _python(

@@ -285,6 +285,14 @@ class Metrics:
         for channel in ("mqtt", "webhook"):
             self.notifications_sent.labels(channel)
             self.notification_failures.labels(channel)
+        self.loop_errors = Counter(
+            "sensord_loop_errors",
+            "Unexpected errors in a background loop (a bug; the loop retries), by loop.",
+            ["loop"],
+            registry=registry,
+        )
+        for loop in ("dispatch", "outbox"):
+            self.loop_errors.labels(loop)
         self.policy_reloads = Counter(
             "sensord_dispatch_policy_reloads",
             "Reloads of the dispatch policy (routing.toml) on SIGHUP, by result.",

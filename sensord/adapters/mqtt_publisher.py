@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+import struct
 from typing import Any
 
 import gmqtt
@@ -32,6 +33,8 @@ class _AckClient(gmqtt.Client):  # type: ignore[misc]
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.waiting: dict[int, asyncio.Future[None]] = {}
+        self.refused: dict[int, int] = {}  # packet id -> PUBACK reason code >= 0x80
+        self._watch_reason_codes()
 
     def publish_acked(self, topic: str, payload: bytes) -> asyncio.Future[None]:
         message = gmqtt.Message(topic, payload, qos=1)
@@ -41,11 +44,32 @@ class _AckClient(gmqtt.Client):  # type: ignore[misc]
         self.waiting[mid] = future
         return future
 
+    def _watch_reason_codes(self) -> None:
+        # gmqtt's packet handler drops the MQTT 5 PUBACK reason code; a refusal
+        # (0x80 and up: not authorised, quota exceeded, ...) must not count as
+        # delivered. The handler looks its methods up by name on itself.
+        handler = self._package_handler
+        original = handler._handle_puback_packet
+
+        def on_puback(cmd: int, packet: bytes) -> None:
+            (mid,) = struct.unpack("!H", packet[:2])
+            reason = packet[2] if len(packet) > 2 else 0
+            if reason >= 0x80:
+                self.refused[mid] = reason
+            original(cmd, packet)
+
+        handler._handle_puback_packet = on_puback
+
     def _remove_message_from_queue(self, mid: int) -> None:  # PUBACK received
         super()._remove_message_from_queue(mid)
+        reason = self.refused.pop(mid, None)
         future = self.waiting.pop(mid, None)
-        if future is not None and not future.done():
+        if future is None or future.done():
+            return
+        if reason is None:
             future.set_result(None)
+        else:
+            future.set_exception(PublishFailed(f"the broker refused it (reason 0x{reason:02x})"))
 
     def fail_waiting(self, reason: str) -> None:
         self._persistent_storage.clear()  # the relay resends; gmqtt must not as well

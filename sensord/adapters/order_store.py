@@ -133,6 +133,7 @@ class Changes:
     transitions: Counter[str] = field(default_factory=Counter)  # event
     escalations: Counter[int] = field(default_factory=Counter)  # new level
     breaches: Counter[str] = field(default_factory=Counter)  # phase
+    late_s: list[float] = field(default_factory=list)  # how late each escalation was
     notices: int = 0
 
     def __bool__(self) -> bool:
@@ -280,7 +281,8 @@ async def transition(
         updates.update(owner_role=owner.role, owner_org=owner.org_id, owner_staff=owner.staff_id)
     dispatched_at = at if event is Event.DISPATCH else order.dispatched_at
     if due is None:
-        due = due_after(moved.state, dispatched_at, order.deadlines)
+        escalated = at if moved.escalation_level and event is not Event.DISPATCH else None
+        due = due_after(moved.state, dispatched_at, order.deadlines, escalated)
     updates.update(due_phase=due.phase, due_at=due.at)
     assignments = ", ".join(f"{column} = %s" for column in updates)
     async with cur.connection.cursor(row_factory=class_row(OrderRow)) as typed:

@@ -23,8 +23,9 @@ def load_policy(path: Path) -> Policy:
     except OSError as exc:
         raise RuleError(
             [
-                f"dispatch policy {path}: {exc.strerror}; copy the shipped rules/routing.toml"
-                " there, set [dispatch] policy_file, or set [dispatch] enabled = false"
+                f"{path.name}: {exc.strerror}: the dispatch policy; copy the shipped"
+                " rules/routing.toml there, set [dispatch] policy_file,"
+                " or set [dispatch] enabled = false"
             ]
         ) from None
     return parse_policy(text, path.name)

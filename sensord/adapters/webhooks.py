@@ -34,6 +34,11 @@ class WebhookSender:
         self._webhooks = webhooks
         self._client = httpx.AsyncClient(follow_redirects=False)
 
+    @property
+    def longest_timeout_s(self) -> float:
+        """The longest request timeout of any webhook (0 without webhooks)."""
+        return max((hook.timeout_s for hook in self._webhooks.values()), default=0.0)
+
     async def send(self, org_id: str, key: str, body: bytes, timestamp: int) -> None:
         """Deliver one message; raise WebhookFailed with the reason."""
         hook = self._webhooks.get(org_id)
@@ -48,7 +53,7 @@ class WebhookSender:
         }
         try:
             response = await self._client.post(
-                hook.url, content=body, headers=headers, timeout=hook.timeout_s
+                str(hook.url), content=body, headers=headers, timeout=hook.timeout_s
             )
         except httpx.HTTPError as exc:
             raise WebhookFailed(f"{type(exc).__name__}: {exc}") from None

@@ -12,10 +12,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
+import psycopg
 from psycopg import AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
@@ -126,11 +127,18 @@ class Dispatcher:
         )
         alerts = [AlertRow(*row) for row in await cur.fetchall()]
         for alert in alerts:
-            if not alert.silenced:  # a maintenance window: no order, by design
-                await self._dispatch(cur, alert, now, changes)
-            await cur.execute(
-                "UPDATE alerts SET dispatched_episode = %s WHERE id = %s", (alert.episode, alert.id)
-            )
+            try:
+                # A savepoint each: another instance creating the subject's order at
+                # the same moment loses this alert only, for the next round (ATTACH).
+                async with cur.connection.transaction():
+                    if not alert.silenced:  # a maintenance window: no order, by design
+                        await self._dispatch(cur, alert, now, changes)
+                    await cur.execute(
+                        "UPDATE alerts SET dispatched_episode = %s WHERE id = %s",
+                        (alert.episode, alert.id),
+                    )
+            except psycopg.errors.UniqueViolation:
+                log.info("order raced by another instance; retried", extra={"alert_id": alert.id})
         return len(alerts)
 
     async def _dispatch(
@@ -163,8 +171,9 @@ class Dispatcher:
             )
             return
         await cur.execute(
-            "UPDATE work_orders SET alert_id = %s, alert_episode = %s WHERE id = %s",
-            (alert.id, alert.episode, order.id),
+            "UPDATE work_orders SET alert_id = %s, alert_episode = %s, updated_at = %s"
+            " WHERE id = %s",
+            (alert.id, alert.episode, now, order.id),
         )
         if decision is Recurrence.ATTACH:
             await record(
@@ -224,7 +233,7 @@ class Dispatcher:
         assert order.due_at is not None and order.due_phase is not None
         phase = order.due_phase
         late_s = round((now - order.due_at).total_seconds(), 3)
-        self._metrics.order_escalation_delay.observe(max(late_s, 0.0))
+        changes.late_s.append(max(late_s, 0.0))
         changes.breaches[phase] += 1
         context = self._context(order.device_id) if order.device_id else None
         fallback = resolve(FALLBACK, context)
@@ -239,15 +248,16 @@ class Dispatcher:
         }
         if target is None:
             # The top of the chain: recorded and announced, nothing above to hand it to.
-            await record(
-                cur, order, "breach", at=now, outlets=self._outlets, changes=changes,
-                note=f"{phase} deadline missed at the top of the escalation chain", detail=detail,
-            )  # fmt: skip
             await cur.execute(
                 "UPDATE work_orders SET due_phase = NULL, due_at = NULL, updated_at = %s"
                 " WHERE id = %s",
                 (now, order.id),
             )
+            topped = replace(order, due_phase=None, due_at=None, updated_at=now)
+            await record(
+                cur, topped, "breach", at=now, outlets=self._outlets, changes=changes,
+                note=f"{phase} deadline missed at the top of the escalation chain", detail=detail,
+            )  # fmt: skip
             log.warning("SLA breached at the top of the chain", extra={"order_id": order.id})
             return
         detail["to"] = {"role": target.role, "org_id": target.org_id}
@@ -332,6 +342,8 @@ class Dispatcher:
             self._metrics.order_escalations.labels(str(level)).inc(n)
         for phase, n in changes.breaches.items():
             self._metrics.order_sla_breaches.labels(phase).inc(n)
+        for late_s in changes.late_s:
+            self._metrics.order_escalation_delay.observe(late_s)
         if changes.notices:
             self._on_notices()
 

@@ -10,9 +10,9 @@ before it redelivers the command, which ``request_id`` makes harmless.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
+import uuid
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -128,11 +128,13 @@ class CommandHandler:
             event = Event(command.event)
             changes = Changes()
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                if request_id and await _seen(cur, where.order_id, request_id):
-                    return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 order = await load_order(cur, where.order_id, lock=True)
                 if order is None or (order.street_id or "unknown") != where.street:
                     raise CommandRejected("not_found", f"order {where.order_id} does not exist")
+                # Checked under the order's lock: a redelivery racing its first copy on
+                # another instance sees the first one's commit.
+                if request_id and await _seen(cur, where.order_id, request_id):
+                    return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 actor = await find_actor(cur, command.by)
                 parties = {p["org_id"] for p in order.notified if p.get("org_id")}
                 authorise(event, actor, order.owner_org, parties)
@@ -143,17 +145,25 @@ class CommandHandler:
                     detail={"request_id": request_id, "via": "mqtt"},
                 )  # fmt: skip
                 reply = {"ok": True, "state": updated.state}
-                await self._reply(cur, where, request_id, payload, now, reply)
+                await self._reply(cur, where, request_id, now, reply)
             log.info(
                 "order command applied",
                 extra={"order_id": where.order_id, "event": event.value, "by": actor.staff_id},
             )
             return reply
-        except (CommandRejected, TransitionError) as exc:
-            code = exc.code if isinstance(exc, CommandRejected) else "invalid_transition"
+        except (CommandRejected, TransitionError, psycopg.DataError) as exc:
+            code = (
+                exc.code
+                if isinstance(exc, CommandRejected)
+                else "invalid_transition"
+                if isinstance(exc, TransitionError)
+                else "invalid"  # the database refused a value (a safety net behind the model)
+            )
+            if isinstance(exc, CommandRejected) and not request_id:
+                request_id = exc.request_id
             reply = {"ok": False, "error": code, "message": str(exc)}
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-                await self._reply(cur, where, request_id, payload, now, reply)
+                await self._reply(cur, where, request_id, now, reply)
             log.warning(
                 "order command rejected",
                 extra={"order_id": where.order_id, "error": code, "reason": str(exc)},
@@ -165,14 +175,12 @@ class CommandHandler:
         cur: AsyncCursor[Any],
         where: CommandTopic,
         request_id: str,
-        payload: bytes,
         now: datetime,
         body: dict[str, Any],
     ) -> None:
-        # Keyed by the request (or the exact payload): a redelivered command
-        # does not queue a second reply.
-        digest = request_id or hashlib.sha256(payload).hexdigest()[:32]
-        key = f"reply-{where.order_id}-{digest}"
+        # Keyed by the request: a redelivered command does not queue a second
+        # reply. Without a request id every command gets its own reply.
+        key = f"reply-{where.order_id}-{request_id or uuid.uuid4().hex}"
         message = {"v": 1, "order_id": where.order_id, "request_id": request_id, **body}
         topic = reply_topic(self._outlets.prefix, where.street, where.order_id)
         order_id = where.order_id if body.get("error") != "not_found" else None

@@ -1,9 +1,10 @@
 """The outbox relay: delivers what order transactions queued, marks it sent, retries the rest.
 
-Rows are claimed ``FOR UPDATE SKIP LOCKED`` (several instances share the work,
-none sends a row another is sending) and marked sent in the same transaction
-after the broker's PUBACK or the webhook's 2xx. A crash between delivery and
-that commit sends the row again: at least once, under the same
+Rows are claimed ``FOR UPDATE SKIP LOCKED`` with a lease (several instances
+share the work, none sends a row another is sending, and no transaction stays
+open while sending), then marked sent after the broker's PUBACK or the
+webhook's 2xx. A crash between delivery and that commit sends the row again
+once the lease expires: at least once, under the same
 ``message_id``/``Idempotency-Key``, which receivers deduplicate on. A failed
 row waits ``retry_initial_s`` doubling up to ``retry_max_s``, and is never
 given up (``sensord_outbox_oldest_age_seconds`` shows it stuck).
@@ -54,6 +55,8 @@ class OutboxRelay:
         self._batch = batch
         self._retry = retry
         self._timeout = publish_timeout_s
+        # Long enough that a row being sent is not claimed again meanwhile.
+        self._lease_s = max(publish_timeout_s, webhooks.longest_timeout_s) + 30.0
         self.wake = asyncio.Event()
 
     async def run(self, interval_s: float, backoff: Backoff) -> None:
@@ -68,36 +71,43 @@ class OutboxRelay:
         )  # fmt: skip
 
     async def deliver(self) -> int:
-        """One batch of due rows; return how many were tried."""
+        """One batch of due rows; return how many were tried.
+
+        Claim (a lease: ``next_attempt_at`` moves past the send timeout, commit),
+        send with no transaction open, then record the outcome. A crash in
+        between leaves the lease to expire and the row is sent again.
+        """
+        lease = timedelta(seconds=self._lease_s)
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.execute(
-                "SELECT id, channel, destination, payload, idempotency_key, attempts"
-                " FROM outbox WHERE sent_at IS NULL AND next_attempt_at <= %s"
-                " AND (channel <> 'mqtt' OR %s)"  # broker down: not an attempt, no backoff
-                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-                (self._clock.now(), self._publisher.connected, self._batch),
-            )
-            rows = await cur.fetchall()
-            if not rows:
-                return 0
-            results = await asyncio.gather(*(self._send(*row[1:5]) for row in rows))
             now = self._clock.now()
-            sent = [(now, row[0]) for row, error in zip(rows, results, strict=True) if not error]
-            failed = [
-                (now + self._delay(row[5] + 1), error, row[0])
-                for row, error in zip(rows, results, strict=True)
-                if error
-            ]
+            await cur.execute(
+                "UPDATE outbox SET next_attempt_at = %s, attempts = attempts + 1"
+                " WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL"
+                " AND next_attempt_at <= %s"
+                " AND (channel <> 'mqtt' OR %s)"  # broker down: not an attempt, no backoff
+                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
+                " RETURNING id, channel, destination, payload, idempotency_key, attempts",
+                (now + lease, now, self._publisher.connected, self._batch),
+            )
+            rows = sorted(await cur.fetchall())
+        if not rows:
+            return 0
+        results = await asyncio.gather(*(self._send(*row[1:5]) for row in rows))
+        now = self._clock.now()
+        sent = [(now, row[0]) for row, error in zip(rows, results, strict=True) if not error]
+        failed = [
+            (now + self._delay(row[5]), error, row[0])
+            for row, error in zip(rows, results, strict=True)
+            if error
+        ]
+        async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             if sent:
                 await cur.executemany(
-                    "UPDATE outbox SET sent_at = %s, attempts = attempts + 1, last_error = NULL"
-                    " WHERE id = %s",
-                    sent,
+                    "UPDATE outbox SET sent_at = %s, last_error = NULL WHERE id = %s", sent
                 )
             if failed:
                 await cur.executemany(
-                    "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = %s,"
-                    " last_error = %s WHERE id = %s",
+                    "UPDATE outbox SET next_attempt_at = %s, last_error = %s WHERE id = %s",
                     failed,
                 )
         for row, error in zip(rows, results, strict=True):
@@ -122,6 +132,9 @@ class OutboxRelay:
                 await self._webhooks.send(destination, key, body, stamp)
         except SensordError as exc:
             return str(exc) or type(exc).__name__
+        except Exception as exc:  # one bad row must not stop the relay: retried, logged
+            log.error("notification failed unexpectedly", exc_info=exc)
+            return f"{type(exc).__name__}: {exc}"
         return None
 
     def _delay(self, attempts: int) -> timedelta:

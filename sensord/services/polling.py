@@ -27,7 +27,9 @@ async def poll(
     """Repeat ``step`` while it reports more work; then wait ``interval_s`` or a ``wake``.
 
     A database error is counted under ``operation`` and retried with backoff:
-    the work stays in the database, nothing is lost by waiting.
+    the work stays in the database, nothing is lost by waiting. Any other
+    error is a bug; it is logged with its traceback, counted in
+    ``sensord_loop_errors_total`` and retried the same way.
     """
     failures = 0
     while True:
@@ -36,14 +38,22 @@ async def poll(
             while await step():
                 pass
             failures = 0
-        except psycopg.Error as exc:
+        except Exception as exc:  # a loop boundary: ingest must not stop with this loop
             failures += 1
             delay = backoff.delay(failures, random.random)
-            metrics.database_errors.labels(operation).inc()
-            log.warning(
-                f"{operation}: database error; retrying",
-                extra={"error": str(exc), "retry_in_s": round(delay, 2)},
-            )
+            if isinstance(exc, psycopg.Error):
+                metrics.database_errors.labels(operation).inc()
+                log.warning(
+                    f"{operation}: database error; retrying",
+                    extra={"error": str(exc), "retry_in_s": round(delay, 2)},
+                )
+            else:
+                metrics.loop_errors.labels(operation).inc()
+                log.error(
+                    f"{operation}: unexpected error; retrying",
+                    extra={"retry_in_s": round(delay, 2)},
+                    exc_info=exc,
+                )
             await asyncio.sleep(delay)
             continue
         with contextlib.suppress(TimeoutError):

@@ -25,6 +25,7 @@ from sensord.errors import SensordError
 COMMAND_EVENTS = ("ack", "arrive", "resolve", "verify", "cancel", "reopen")
 SUPERVISORS = frozenset({"ops_centre", "district_office"})
 _OWNER_ONLY = frozenset({Event.ACK, Event.ARRIVE, Event.RESOLVE})
+_PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no NUL or control characters
 _TOPIC = re.compile(r"(?P<street>[A-Za-z0-9_-]{1,64})/orders/(?P<order>[0-9]{1,18})/events")
 
 
@@ -34,6 +35,7 @@ class CommandRejected(SensordError):
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
         self.code = code
+        self.request_id = ""  # as far as it could be read
 
 
 class Command(BaseModel):
@@ -42,9 +44,9 @@ class Command(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     event: Literal["ack", "arrive", "resolve", "verify", "cancel", "reopen"]
-    by: Annotated[str, Field(min_length=1, max_length=64)]
-    note: Annotated[str, Field(max_length=500)] = ""
-    request_id: Annotated[str, Field(max_length=64)] = ""
+    by: Annotated[str, Field(min_length=1, max_length=64, pattern=_PRINTABLE)]
+    note: Annotated[str, Field(max_length=500, pattern=_PRINTABLE)] = ""
+    request_id: Annotated[str, Field(max_length=64, pattern=_PRINTABLE)] = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,19 +83,32 @@ def parse_command_topic(topic: str, prefix: str) -> CommandTopic | None:
 
 
 def parse_command(payload: bytes) -> Command:
-    """Decode a command; raise CommandRejected('invalid', …) naming what is wrong."""
+    """Decode a command; raise CommandRejected('invalid', …) naming what is wrong.
+
+    The rejection carries the command's ``request_id`` when one can be read,
+    so that the sender can match the reply to what it sent.
+    """
     try:
-        return Command.model_validate(json.loads(payload))
+        document = json.loads(payload)
     except RecursionError:
         raise CommandRejected("invalid", "JSON nested too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
-        if isinstance(exc, ValidationError):
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}"
-                for e in exc.errors()
-            )
-            raise CommandRejected("invalid", problems) from None
         raise CommandRejected("invalid", f"not JSON: {exc}") from None
+    try:
+        return Command.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'payload'}: {e['msg']}" for e in exc.errors()
+        )
+        rejected = CommandRejected("invalid", problems)
+        rejected.request_id = _request_id(document)
+        raise rejected from None
+
+
+def _request_id(document: object) -> str:
+    value = document.get("request_id") if isinstance(document, dict) else None
+    valid = isinstance(value, str) and len(value) <= 64 and re.fullmatch(_PRINTABLE, value)
+    return value if valid and isinstance(value, str) else ""
 
 
 def authorise(

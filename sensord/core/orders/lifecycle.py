@@ -41,12 +41,25 @@ def _offset(deadlines: Deadlines, phase: str) -> int:
     ]
 
 
-def due_after(state: State, dispatched_at: datetime | None, deadlines: Deadlines) -> Due:
-    """The deadline an order in ``state`` works towards, counted from its dispatch."""
+def due_after(
+    state: State,
+    dispatched_at: datetime | None,
+    deadlines: Deadlines,
+    escalated_at: datetime | None = None,
+) -> Due:
+    """The deadline an order in ``state`` works towards, counted from its dispatch.
+
+    An escalated order's owner took it over at ``escalated_at`` (pass the time
+    of the step being made): each later phase gets at least its own budget
+    from then, instead of a deadline that passed before they had it.
+    """
     phase = _PHASE_OF.get(state)
     if phase is None or dispatched_at is None:
         return NOTHING_DUE
-    return Due(phase, dispatched_at + timedelta(seconds=_offset(deadlines, phase)))
+    due = dispatched_at + timedelta(seconds=_offset(deadlines, phase))
+    if escalated_at is not None:
+        due = max(due, escalated_at + phase_budget(deadlines, phase))
+    return Due(phase, due)
 
 
 def phase_budget(deadlines: Deadlines, phase: str) -> timedelta:

@@ -8,7 +8,8 @@ Personal data: residents' names and phones reach only roles that must call or
 visit the residents themselves (``CONTACT_ROLES``: the grid worker, the
 residents' committee and the city-operations centre); every other recipient
 (property company, elevator vendor, maintainer, enforcement, district) gets
-them masked. Contacts are only attached for a dwelling's own residents.
+them masked, as does a recipient whose organisation did not resolve (the
+``unrouted`` topic). Contacts are only attached for a dwelling's own residents.
 """
 
 from __future__ import annotations
@@ -75,7 +76,8 @@ def message_id(order_id: int, event_id: int, recipient: Recipient, channel: str)
 
 def contacts_for(recipient: Recipient, contacts: Sequence[Contact]) -> list[dict[str, Any]]:
     """The residents' contacts as this recipient may see them."""
-    full = recipient.role in CONTACT_ROLES
+    # An unresolved organisation (topic .../dispatch/unrouted) is nobody in particular.
+    full = recipient.role in CONTACT_ROLES and recipient.org_id is not None
     return [
         {
             "name": c.name if full else mask_name(c.name),

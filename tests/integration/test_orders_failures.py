@@ -1,0 +1,235 @@
+"""Work orders when things go wrong: a broker that refuses, a database that refuses a value,
+an escalated owner's deadlines, an upgrade with alert history, commands without request ids,
+a bad webhook URL. Each test pinned a bug found in review (they failed before the fix).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psycopg
+import pytest
+
+from sensord.adapters.migrations import default_directory, migrate
+from simulators.publisher import Publisher
+from tests.integration.test_orders import (
+    DISPATCH,
+    REPLIES,
+    command,
+    policy_dir,
+    reply_to,
+    sensor_orders,
+    staff_of,
+)
+from tests.support.fleet import run_fleet, wait_for_all_readings
+from tests.support.listener import Listener
+from tests.support.services import (
+    BROKER_CONFIG,
+    MOSQUITTO,
+    Broker,
+    Daemon,
+    create_database,
+    drop_database,
+    wait_until,
+)
+
+pytestmark = pytest.mark.integration
+
+
+class AclBroker(Broker):
+    """The private broker with an ACL: user ``sensord`` may not publish dispatch notices."""
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        acl = self.workdir / "acl"
+        acl.write_text(
+            "topic readwrite #\n"  # anonymous clients: the fleet and the listener
+            "user sensord\n"
+            "topic read sensord/v1/#\n"
+            "topic write sensord/v1/+/orders/+/replies\n"
+        )
+        self.config_path.write_text(
+            f"{BROKER_CONFIG.read_text()}\n# test overrides\nuser root\n"
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
+            f"persistence_location {self.workdir}/\nlog_dest file {self.workdir}/mosquitto.log\n"
+        )
+        self.process = subprocess.Popen(
+            [MOSQUITTO, "-c", str(self.config_path)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        wait_until(self._listening, 10, f"mosquitto with an ACL on {self.port}")
+
+
+def test_a_publish_the_broker_refuses_is_not_marked_sent(
+    tmp_path: Path, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # mqtt_publisher._AckClient resolves the waiter on any PUBACK; gmqtt ignores the
+    # MQTT 5 reason code (0x87 not authorised), so a refused notice is marked sent.
+    dsn, district = demo_district
+    broker = AclBroker(tmp_path / "acl-broker")
+    broker.start()
+    try:
+        sensord = daemon(
+            SENSORD_DATABASE__DSN=dsn,
+            SENSORD_MQTT__PORT=str(broker.port),
+            SENSORD_MQTT__USERNAME="sensord",
+        )
+        sensord.start()
+        with Listener(broker.port, DISPATCH) as listener:
+            records = run_fleet(tmp_path, district, broker.port, 5, ("kitchen_fire",))
+            wait_for_all_readings(sensord, records)
+            wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the kitchen fire's order")
+            time.sleep(3)  # the relay has tried by now
+            with psycopg.connect(dsn) as db:
+                sent = {
+                    row[0]
+                    for row in db.execute(
+                        "SELECT idempotency_key FROM outbox WHERE sent_at IS NOT NULL"
+                    )
+                }
+            received = {m["message_id"] for _, m in listener.messages()}
+            assert sent <= received, f"marked sent but never delivered: {sorted(sent - received)}"
+    finally:
+        broker.stop()
+
+
+def test_a_command_the_database_cannot_store_is_answered_and_acknowledged(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # CommandHandler.handle maps only psycopg.OperationalError; a NUL in `note`
+    # raises psycopg.DataError, which escapes the handler: no reply, no PUBACK, and
+    # the broker redelivers the poison command on every reconnect.
+    dsn, district = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+    sensord.start()
+    with Listener(broker.port, REPLIES) as listener:
+        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
+        wait_for_all_readings(sensord, records)
+        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
+        order = sensor_orders(dsn)[0]
+        technician = staff_of(dsn, order["owner_org"])
+        body = {"event": "ack", "by": technician, "note": "a\u0000b", "request_id": "nul-1"}
+        topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
+        with Publisher(port=broker.port) as publisher:
+            publisher.publish([(topic, json.dumps(body).encode())])
+        reply = reply_to(listener, "nul-1")
+        assert reply["ok"] is False and reply["error"] == "invalid"
+
+
+def test_an_escalated_owner_that_acknowledges_in_time_gets_time_to_arrive(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # transition() sets the next deadline with due_after(), counted from the first
+    # dispatch; after an escalation extended the ack phase, that deadline can be
+    # in the past already: the new owner, who acknowledged within its own budget,
+    # is escalated again at the next tick without any time to arrive.
+    dsn, district = demo_district
+    rules = policy_dir(tmp_path, ack_s=3, arrive_s=4, resolve_s=600)
+    sensord = daemon(
+        SENSORD_DATABASE__DSN=dsn,
+        SENSORD_RULES__DIRECTORY=str(rules),
+        SENSORD_DISPATCH__INTERVAL_S="0.2",
+    )
+    sensord.start()
+    with Listener(broker.port, REPLIES) as listener:
+        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
+        wait_for_all_readings(sensord, records)
+        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
+        wait_until(lambda: sensor_orders(dsn)[0]["escalation_level"] == 1, 10, "ack escalation")
+        escalated = sensor_orders(dsn)[0]
+        assert escalated["due_phase"] == "ack"  # the committee has its own 3 s to acknowledge
+        # Acknowledge after dispatch + arrive_s, but before the committee's own deadline.
+        ack_at = escalated["dispatched_at"].timestamp() + 4.3
+        time.sleep(max(ack_at - time.time(), 0))
+        assert datetime.now(UTC) < escalated["due_at"], "too slow to act within the budget"
+        worker = staff_of(dsn, escalated["owner_org"])
+        assert reply_to(listener, command(broker.port, escalated, "ack", worker))["ok"]
+        acked = sensor_orders(dsn)[0]
+        assert acked["state"] == "acknowledged" and acked["due_phase"] == "arrive"
+        assert acked["due_at"] > acked["acknowledged_at"], (
+            "the arrive deadline was already past when it was set",
+            acked["due_at"],
+            acked["acknowledged_at"],
+        )
+
+
+def test_upgrading_to_0005_does_not_turn_the_alert_history_into_orders(tmp_path: Path) -> None:
+    # 0005 adds alerts.dispatched_episode DEFAULT 0 and episode DEFAULT 1: every alert
+    # stored before the upgrade, cleared months ago or not, is "undispatched", and the
+    # first daemon after the upgrade opens (and escalates, and announces) an order for each.
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in sorted(default_directory().glob("000[1-4]_*.sql")):
+        (before / path.name).write_text(path.read_text())
+    dsn = create_database()
+    try:
+        migrate(dsn, before)
+        with psycopg.connect(dsn, autocommit=True) as db:
+            db.execute(
+                "INSERT INTO alerts (rule, category, severity, subject, state, first_seen,"
+                " last_seen, cleared_at, clear_reason) VALUES ('smoke', 'fire', 'major',"
+                " 'device:SMK-1', 'cleared', now() - interval '90 days',"
+                " now() - interval '90 days', now() - interval '89 days', 'condition cleared')"
+            )
+        migrate(dsn, default_directory())
+        with psycopg.connect(dsn) as db:
+            row = db.execute(
+                "SELECT count(*) FROM alerts WHERE state = 'cleared'"
+                " AND dispatched_episode < episode"
+            ).fetchone()
+        assert row == (0,), "a long-cleared alert waits to be dispatched as a new order"
+    finally:
+        drop_database(dsn)
+
+
+def test_a_repeated_command_without_request_id_still_gets_its_reply(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # CommandHandler._reply keys a reply without request_id by the payload's hash, and
+    # enqueue() drops a key seen before: "arrive" sent too early is refused with a reply;
+    # the same "arrive" after the ack is applied, but its reply is silently dropped.
+    dsn, district = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+    sensord.start()
+    with Listener(broker.port, REPLIES) as listener:
+        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
+        wait_for_all_readings(sensord, records)
+        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
+        order = sensor_orders(dsn)[0]
+        technician = staff_of(dsn, order["owner_org"])
+        topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
+
+        def send(event: str) -> None:
+            body = json.dumps({"event": event, "by": technician}).encode()
+            with Publisher(port=broker.port) as publisher:
+                publisher.publish([(topic, body)])
+
+        def replies() -> list[dict[str, object]]:
+            return [m for t, m in listener.messages() if t.endswith("/replies")]
+
+        send("arrive")  # too early: refused
+        wait_until(lambda: len(replies()) == 1, 20, "the refusal")
+        send("ack")
+        wait_until(lambda: len(replies()) == 2, 20, "the ack's reply")
+        send("arrive")  # the same bytes as the refused one; now accepted
+        wait_until(lambda: sensor_orders(dsn)[0]["state"] == "on_site", 20, "on site")
+        wait_until(lambda: len(replies()) == 3, 10, "the second arrive's reply")
+
+
+def test_a_malformed_webhook_url_is_refused_at_start_naming_the_key(
+    daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # httpx raises InvalidURL for it, outside its HTTPError family: refused up front.
+    dsn, _ = demo_district
+    hooks = {"ORG-PM1": {"url": "http://[::1", "secret": "s"}}
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn, SENSORD_DISPATCH__WEBHOOKS=json.dumps(hooks))
+    sensord.start(wait_ready=False)
+    assert sensord.process is not None
+    assert sensord.process.wait(30) == 78  # EX_CONFIG: systemd does not restart it
+    assert "dispatch.webhooks.ORG-PM1.url" in sensord.log_tail()

@@ -1,0 +1,44 @@
+"""The background loop boundary: a failing step is retried, never ends the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import psycopg
+from prometheus_client import CollectorRegistry
+
+from sensord.adapters.metrics import Metrics
+from sensord.core.backoff import Backoff
+from sensord.services.polling import poll
+
+
+def test_database_and_unexpected_errors_are_counted_and_retried() -> None:
+    metrics = Metrics(CollectorRegistry(), process=False)
+    failures: list[BaseException] = [psycopg.OperationalError("down"), RuntimeError("a bug")]
+    done = asyncio.Event()
+
+    async def step() -> bool:
+        if failures:
+            raise failures.pop(0)
+        done.set()
+        return False
+
+    async def scenario() -> None:
+        loop = asyncio.create_task(
+            poll(
+                step,
+                asyncio.Event(),
+                0.01,
+                Backoff(0.001, 0.001),
+                metrics=metrics,
+                operation="outbox",
+                log=logging.getLogger("test"),
+            )
+        )
+        await asyncio.wait_for(done.wait(), 5)
+        loop.cancel()
+
+    asyncio.run(scenario())
+    assert metrics.database_errors.labels("outbox")._value.get() == 1
+    assert metrics.loop_errors.labels("outbox")._value.get() == 1
