@@ -595,40 +595,44 @@ def report(doc: dict[str, Any]) -> None:
             + " | ".join(f"{med[n]:,.0f}" for n in names)
             + f" | {med['background_msg_s']:,.0f} | {med['dead_letters']:,.0f} |"
         )
-    esc = doc["escalation"]
-    if esc["runs"]:
-        print(
-            "\nEscalation lateness, `late_s` of every `escalate` event (catch-all SLA "
-            "ack_s = 2, nobody acknowledging):\n"
-        )
-        print(
-            "| run | orders | escalations | p50 s | p90 s | p99 s | max s | "
-            "`sensord_order_deadlines_overdue` max | audits |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        rows = [(str(k), r) for k, r in enumerate(esc["runs"], 1)]
-        for label, r in [*rows, ("**median**", esc["median"])]:
-            print(
-                f"| {label} | {r['orders']:.0f} | {r['escalations']:.0f} | {r['p50_s']:.3f} | "
-                f"{r['p90_s']:.3f} | {r['p99_s']:.3f} | {r['max_s']:.3f} | "
-                f"{r['overdue_max']:.0f} | {r['audits']:.0f} |"
-            )
-    thr = doc["throughput"]
-    if thr["runs"]:
-        print("\nDispatcher and outbox throughput (alerts queued while stopped, then started):\n")
-        print(
-            "| run | orders | orders/s | s | notifications | notifications/s | s | sensord "
-            "CPU ms / order | machine busy (all cores) |"
-        )
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-        rows = [(str(k), r) for k, r in enumerate(thr["runs"], 1)]
-        for label, r in [*rows, ("**median**", thr["median"])]:
-            print(
-                f"| {label} | {r['orders']:.0f} | {r['orders_s']:,.0f} | "
-                f"{r['order_seconds']:.2f} | {r['notifications']:.0f} | "
-                f"{r['notifications_s']:,.0f} | {r['drain_seconds']:.2f} | "
-                f"{r['sensord_cpu_s'] / r['orders'] * 1000:.2f} | {r['machine_busy']:.0%} |"
-            )
+    print_runs(
+        "Escalation lateness, `late_s` of every `escalate` event (catch-all SLA ack_s = 2, "
+        "nobody acknowledging)",
+        ["orders", "escalations", "p50 s", "p90 s", "p99 s", "max s",
+         "`sensord_order_deadlines_overdue` max", "audits"],
+        doc["escalation"],
+        lambda r: [f"{r['orders']:.0f}", f"{r['escalations']:.0f}",
+                   *(f"{r[k]:.3f}" for k in ("p50_s", "p90_s", "p99_s", "max_s")),
+                   f"{r['overdue_max']:.0f}", f"{r['audits']:.0f}"],
+    )  # fmt: skip
+    print_runs(
+        "Dispatcher and outbox throughput (alerts queued while stopped, then started)",
+        ["orders", "orders/s", "s", "notifications", "notifications/s", "s",
+         "sensord CPU ms / order", "machine busy (all cores)"],
+        doc["throughput"],
+        lambda r: [f"{r['orders']:.0f}", f"{r['orders_s']:,.0f}", f"{r['order_seconds']:.2f}",
+                   f"{r['notifications']:.0f}", f"{r['notifications_s']:,.0f}",
+                   f"{r['drain_seconds']:.2f}",
+                   f"{r['sensord_cpu_s'] / r['orders'] * 1000:.2f}",
+                   f"{r['machine_busy']:.0%}"],
+    )  # fmt: skip
+
+
+def print_runs(
+    title: str,
+    columns: Sequence[str],
+    part: dict[str, Any],
+    cells: Callable[[dict[str, Any]], list[str]],
+) -> None:
+    """One row per run and a median row, if the part was measured."""
+    if not part["runs"]:
+        return
+    print(f"\n{title}:\n")
+    print("| run | " + " | ".join(columns) + " |")
+    print("|---|" + "---:|" * len(columns))
+    rows = [(str(k), r) for k, r in enumerate(part["runs"], 1)]
+    for label, r in [*rows, ("**median**", part["median"])]:
+        print(f"| {label} | " + " | ".join(cells(r)) + " |")
 
 
 @contextmanager

@@ -220,10 +220,10 @@ async def _run(
             scheduler.shutdown(wait=False)
         clean = await _drain(buffer, writing, consumer, settings.shutdown.timeout_s)
         await consumer.stop()
+        if dispatch is not None:
+            await dispatch.stop(settings.shutdown.timeout_s)
         for task in background:
             task.cancel()
-        if dispatch is not None:
-            await dispatch.stop()
     log.info("sensord stopped", extra={"clean": clean})
     return EXIT_OK
 
@@ -366,6 +366,7 @@ class _DispatchServices:
     publisher: MqttPublisher
     webhooks: WebhookSender
     commands: CommandHandler | None
+    relaying: asyncio.Task[None] | None = None
 
     @property
     def subscriptions(self) -> tuple[str, ...]:
@@ -387,18 +388,21 @@ class _DispatchServices:
     def start(self, group: asyncio.TaskGroup, retry: Backoff) -> list[asyncio.Task[None]]:
         """Run the publisher, the dispatcher and the relay in ``group``."""
         config = self.settings.dispatch
+        self.relaying = group.create_task(
+            self.relay.run(config.outbox_interval_s, retry), name="sensord.outbox"
+        )
         return [
             group.create_task(self.publisher.start(), name="sensord.publisher"),
             group.create_task(
                 self.dispatcher.run(config.interval_s, retry), name="sensord.dispatcher"
             ),
-            group.create_task(
-                self.relay.run(config.outbox_interval_s, retry), name="sensord.outbox"
-            ),
+            self.relaying,
         ]
 
-    async def stop(self) -> None:
-        """Close the publisher's session and the webhook connections."""
+    async def stop(self, timeout_s: float) -> None:
+        """Let the relay finish what it is sending, then close its connections."""
+        if self.relaying is not None:
+            await self.relay.drain(self.relaying, timeout_s)
         await self.publisher.stop()
         await self.webhooks.close()
 

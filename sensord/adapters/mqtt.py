@@ -77,6 +77,7 @@ class MqttConsumer:
         # reuse the packet id for another message, and acking that one would
         # lose it.
         self._connection_generation = 0
+        self._stopping = False  # a disconnect we asked for is not a warning
         self._idle = asyncio.Event()
         self._idle.set()
         self._client = _BackoffClient(
@@ -124,6 +125,7 @@ class MqttConsumer:
 
     async def stop(self) -> None:
         """Close the session normally; the broker keeps it (and unacked messages) for us."""
+        self._stopping = True
         self._client.stop_reconnect()
         if self._client.is_connected:
             await self._client.disconnect()
@@ -154,7 +156,10 @@ class MqttConsumer:
         self._subscribed.clear()
         self._metrics.mqtt_connected.set(0)
         self._metrics.mqtt_disconnects.inc()
-        log.warning("broker session down", extra={"error": str(exc) if exc else None})
+        if self._stopping:
+            log.info("broker session closed")
+        else:
+            log.warning("broker session down", extra={"error": str(exc) if exc else None})
 
     async def _on_message(
         self, client: gmqtt.Client, topic: str | bytes, payload: bytes, qos: int, props: Any

@@ -98,6 +98,7 @@ class Dispatcher:
         self._grace = timedelta(seconds=audit_grace_s)
         self._on_notices = on_notices
         self.wake = asyncio.Event()
+        self._timer: asyncio.TimerHandle | None = None
 
     async def run(self, interval_s: float, backoff: Backoff) -> None:
         """Dispatch, escalate and verify every ``interval_s`` (sooner when woken)."""
@@ -114,7 +115,21 @@ class Dispatcher:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 full |= await job(cur, self._clock.now(), changes) >= self._batch
             self._count(changes)
+        await self._wake_at_next_deadline()
         return full
+
+    async def _wake_at_next_deadline(self) -> None:
+        # A deadline is handled when it falls due, not at the next poll: a timer
+        # wakes the loop then (the poll still covers other instances' changes).
+        async with self._pool.connection() as conn, conn.cursor() as cur:
+            await cur.execute("SELECT min(due_at) FROM work_orders WHERE due_at IS NOT NULL")
+            row = await cur.fetchone()
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if row is not None and row[0] is not None:
+            delay = max((row[0] - self._clock.now()).total_seconds(), 0.0)
+            self._timer = asyncio.get_running_loop().call_later(delay, self.wake.set)
 
     # --- alerts -> orders
 
@@ -273,7 +288,7 @@ class Dispatcher:
             extra={
                 "order_id": order.id,
                 "phase": phase,
-                "level": escalated.escalation_level,
+                "escalation_level": escalated.escalation_level,
                 "owner_org": target.org_id,
             },
         )

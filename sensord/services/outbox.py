@@ -58,6 +58,7 @@ class OutboxRelay:
         # Long enough that a row being sent is not claimed again meanwhile.
         self._lease_s = max(publish_timeout_s, webhooks.longest_timeout_s) + 30.0
         self.wake = asyncio.Event()
+        self.stopping = asyncio.Event()
 
     async def run(self, interval_s: float, backoff: Backoff) -> None:
         """Deliver whenever woken, and at least every ``interval_s`` (other instances' rows)."""
@@ -67,8 +68,18 @@ class OutboxRelay:
 
         await poll(
             step, self.wake, interval_s, backoff,
-            metrics=self._metrics, operation="outbox", log=log,
+            metrics=self._metrics, operation="outbox", log=log, stop=self.stopping,
         )  # fmt: skip
+
+    async def drain(self, task: asyncio.Task[None], timeout_s: float) -> None:
+        """On shutdown: finish what is being sent (and any full batches), then stop.
+
+        Cancelling mid-send would leave rows the broker already has leased but
+        unmarked, to be sent a second time after the restart.
+        """
+        self.stopping.set()
+        self.wake.set()
+        await asyncio.wait({task}, timeout=timeout_s)
 
     async def deliver(self) -> int:
         """One batch of due rows; return how many were tried.

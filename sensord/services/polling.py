@@ -23,8 +23,12 @@ async def poll(
     metrics: Metrics,
     operation: str,
     log: logging.Logger,
+    stop: asyncio.Event | None = None,
 ) -> None:
     """Repeat ``step`` while it reports more work; then wait ``interval_s`` or a ``wake``.
+
+    Returns once ``stop`` is set (and ``wake`` set to end the wait), after the
+    step under way and any full batches after it.
 
     A database error is counted under ``operation`` and retried with backoff:
     the work stays in the database, nothing is lost by waiting. Any other
@@ -32,7 +36,8 @@ async def poll(
     ``sensord_loop_errors_total`` and retried the same way.
     """
     failures = 0
-    while True:
+    stop = stop or asyncio.Event()
+    while not stop.is_set():
         wake.clear()
         try:
             while await step():
