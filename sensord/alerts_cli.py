@@ -20,6 +20,7 @@ from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+from sensord.cli_common import guarded, nonblank, positive, table, when
 from sensord.config import Settings
 from sensord.core.topics import DEVICE_KINDS
 from sensord.errors import SensordError
@@ -49,15 +50,15 @@ def add_parser(commands: Any) -> None:
         default="open",
         help="which alerts (default: open = firing or acknowledged)",
     )
-    listing.add_argument("--limit", type=_positive, default=100, help="at most this many")
+    listing.add_argument("--limit", type=positive, default=100, help="at most this many")
     listing.add_argument("--json", action="store_true", help="print as JSON")
     ack = sub.add_parser("ack", help="acknowledge a firing alert")
     ack.add_argument("alert_id", metavar="ID", type=int)
-    ack.add_argument("--by", required=True, type=_text("--by"), help="who acknowledges")
+    ack.add_argument("--by", required=True, type=nonblank("--by"), help="who acknowledges")
     clear = sub.add_parser("clear", help="clear an open alert by hand")
     clear.add_argument("alert_id", metavar="ID", type=int)
-    clear.add_argument("--reason", required=True, type=_text("--reason"), help="why")
-    clear.add_argument("--by", type=_text("--by"), help="who clears (default: the login name)")
+    clear.add_argument("--reason", required=True, type=nonblank("--reason"), help="why")
+    clear.add_argument("--by", type=nonblank("--by"), help="who clears (default: the login name)")
 
     silence = commands.add_parser(
         "silence", help="maintenance windows: mute non-safety alerts of a device or place"
@@ -76,8 +77,8 @@ def add_parser(commands: Any) -> None:
     until.add_argument("--until", metavar="TIME", help="ISO 8601 with a UTC offset")
     until.add_argument("--for", dest="duration", metavar="DURATION", help="e.g. 2h, 1d, 1h30m")
     add.add_argument("--from", dest="start", metavar="TIME", help="default: now")
-    add.add_argument("--author", required=True, type=_text("--author"))
-    add.add_argument("--reason", required=True, type=_text("--reason"))
+    add.add_argument("--author", required=True, type=nonblank("--author"))
+    add.add_argument("--reason", required=True, type=nonblank("--reason"))
     add.add_argument(
         "--rule",
         dest="rules",
@@ -91,12 +92,11 @@ def add_parser(commands: Any) -> None:
     listing.add_argument("--json", action="store_true", help="print as JSON")
     expire = sub.add_parser("expire", help="end a silence now")
     expire.add_argument("silence_id", metavar="ID", type=int)
-    expire.add_argument("--by", required=True, type=_text("--by"))
+    expire.add_argument("--by", required=True, type=nonblank("--by"))
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the chosen ``alerts`` or ``silence`` subcommand; the process exit status."""
-    import psycopg
 
     from sensord.adapters.alert_queries import Refused
 
@@ -111,19 +111,12 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     }
     prog = f"sensord {args.command} {subcommand}"
     try:
-        return handlers[(args.command, subcommand)](settings, args)
+        return guarded(
+            prog, lambda: handlers[(args.command, subcommand)](settings, args), (Refused,)
+        )
     except ArgumentInvalid as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
-    except Refused as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-        print(f"{prog}: the database schema is behind; run `sensord migrate`", file=sys.stderr)
-        return 1
-    except psycopg.OperationalError as exc:
-        print(f"{prog}: cannot reach the database: {exc}", file=sys.stderr)
-        return 1
 
 
 def _connect(settings: Settings) -> psycopg.Connection:
@@ -187,8 +180,8 @@ def alert_table(alerts: Sequence[AlertRow]) -> str:
             a.rule,
             a.subject,
             str(a.count),
-            _when(a.first_seen),
-            _when(a.last_seen),
+            when(a.first_seen),
+            when(a.last_seen),
             _alert_note(a),
         ]
         for a in alerts
@@ -231,7 +224,7 @@ def _add_silence(settings: Settings, args: argparse.Namespace) -> int:
         created = add_silence(conn, silence)
     print(
         f"silence {created.id} created: {created.scope} {created.value}, "
-        f"{_when(created.starts_at)} until {_when(created.ends_at)}"
+        f"{when(created.starts_at)} until {when(created.ends_at)}"
     )
     print(mutes(created.rules, rules))
     return 0
@@ -252,10 +245,10 @@ def new_silence(args: argparse.Namespace, now: datetime) -> NewSilence:
     except OverflowError:
         raise ArgumentInvalid(f"--for {args.duration}: too long") from None
     if ends <= now:
-        raise ArgumentInvalid(f"the silence would already be over ({_when(ends)} is past)")
+        raise ArgumentInvalid(f"the silence would already be over ({when(ends)} is past)")
     if ends <= starts:
         raise ArgumentInvalid(
-            f"the silence must end after it starts ({_when(ends)} is not after {_when(starts)})"
+            f"the silence must end after it starts ({when(ends)} is not after {when(starts)})"
         )
     return NewSilence(
         scope,
@@ -389,8 +382,8 @@ def silence_table(silences: Sequence[SilenceRow]) -> str:
             s.status,
             f"{s.scope} {s.value}",
             ",".join(s.rules) or "non-safety",
-            _when(s.starts_at),
-            _when(s.ends_at),
+            when(s.starts_at),
+            when(s.ends_at),
             s.author,
             s.reason,
         ]
@@ -403,19 +396,6 @@ def silence_table(silences: Sequence[SilenceRow]) -> str:
 # --- output -----------------------------------------------------------------------
 
 
-def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
-    """Columns padded to their widest cell; ``right``: indexes of right-aligned columns."""
-    widths = [max(len(str(cell)) for cell in column) for column in zip(headers, *rows, strict=True)]
-    lines = []
-    for cells in [headers, *rows]:
-        padded = [
-            cell.rjust(width) if index in right else cell.ljust(width)
-            for index, (cell, width) in enumerate(zip(cells, widths, strict=True))
-        ]
-        lines.append("  ".join(padded).rstrip())
-    return "\n".join(lines)
-
-
 def as_json(row: AlertRow | SilenceRow) -> dict[str, Any]:
     """A row as JSON-able data, times in ISO 8601."""
     return {
@@ -424,28 +404,8 @@ def as_json(row: AlertRow | SilenceRow) -> dict[str, Any]:
     }
 
 
-def _when(value: datetime) -> str:
-    return value.isoformat(sep=" ", timespec="seconds")
-
-
 def _login_name() -> str:
     try:
         return getpass.getuser()
     except (OSError, KeyError):  # no login name in a bare container
         return "operator"
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError("must be at least 1")
-    return value
-
-
-def _text(option: str) -> Callable[[str], str]:
-    def parse(text: str) -> str:
-        if not text.strip():
-            raise argparse.ArgumentTypeError(f"{option} must not be empty")
-        return text.strip()
-
-    return parse

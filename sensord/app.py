@@ -21,12 +21,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from wsgiref.simple_server import WSGIServer
 
 import psycopg
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client import CollectorRegistry, Counter, start_http_server
 from psycopg_pool import AsyncConnectionPool
 
 from sensord import __version__
@@ -60,6 +60,7 @@ from sensord.services.retention import run_retention
 from sensord.services.writer import Writer
 
 log = logging.getLogger("sensord.app")
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FATAL = 1
@@ -614,35 +615,33 @@ def _install_reload(
 
 def _reload_rules(settings: Settings, alerts: AlertPipeline, metrics: Metrics) -> None:
     directory = rules_directory(settings)
-    try:
-        rules = load_rules(directory)
-    except Exception as exc:  # a signal handler is a loop boundary: log, count, keep running
-        metrics.rule_reloads.labels("error").inc()
-        problems = exc.problems if isinstance(exc, RuleError) else [f"{type(exc).__name__}: {exc}"]
-        log.error(
-            "rule reload refused; the running rules stay",
-            extra={"directory": str(directory), "problems": problems},
-        )
-        return
-    alerts.swap_rules(rules)  # between two batches: the loop runs one thing at a time
-    metrics.rule_reloads.labels("ok").inc()
-    log.info("rules reloaded", extra={"rules": len(rules.rules), "files": list(rules.sources)})
+    rules = _refusing("rule", directory, load_rules, metrics.rule_reloads)
+    if rules is not None:
+        alerts.swap_rules(rules)  # between two batches: the loop runs one thing at a time
+        log.info("rules reloaded", extra={"rules": len(rules.rules), "files": list(rules.sources)})
 
 
 def _reload_policy(settings: Settings, dispatcher: Dispatcher, metrics: Metrics) -> None:
-    path = policy_file(settings)
+    policy = _refusing("routing", policy_file(settings), load_policy, metrics.policy_reloads)
+    if policy is not None:
+        dispatcher.policy = policy  # new orders only: running ones keep their SLA
+        log.info("routing policy reloaded", extra={"routes": len(policy.routes)})
+
+
+def _refusing(what: str, path: Path, load: Callable[[Path], T], counter: Counter) -> T | None:
+    """Load for a reload; a failure is logged and counted and leaves the running set."""
     try:
-        dispatcher.policy = load_policy(path)
+        loaded = load(path)
     except Exception as exc:  # a signal handler is a loop boundary: log, count, keep running
-        metrics.policy_reloads.labels("error").inc()
+        counter.labels("error").inc()
         problems = exc.problems if isinstance(exc, RuleError) else [f"{type(exc).__name__}: {exc}"]
         log.error(
-            "routing reload refused; the running policy stays",
-            extra={"file": str(path), "problems": problems},
+            f"{what} reload refused; the running {what} set stays",
+            extra={"path": str(path), "problems": problems},
         )
-        return
-    metrics.policy_reloads.labels("ok").inc()
-    log.info("routing policy reloaded", extra={"routes": len(dispatcher.policy.routes)})
+        return None
+    counter.labels("ok").inc()
+    return loaded
 
 
 def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> None:

@@ -15,12 +15,11 @@ import argparse
 import asyncio
 import dataclasses
 import json
-import sys
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sensord.alerts_cli import _positive, _text, _when, table
+from sensord.cli_common import guarded, nonblank, positive, table, when
 from sensord.config import Settings
 from sensord.core.orders.machine import Event, State
 
@@ -58,7 +57,7 @@ def add_parser(commands: Any) -> None:
     listing.add_argument(
         "--category", help="of this alert category (fire, elevator_entrapment, ...)"
     )
-    listing.add_argument("--limit", type=_positive, default=100, help="at most this many")
+    listing.add_argument("--limit", type=positive, default=100, help="at most this many")
     listing.add_argument("--json", action="store_true", help="print as JSON")
     show = sub.add_parser("show", help="one order with its audit trail and notifications")
     show.add_argument("order_id", metavar="ID", type=int)
@@ -66,10 +65,10 @@ def add_parser(commands: Any) -> None:
     for name, (_, help_text) in ACTIONS.items():
         action = sub.add_parser(name, help=help_text)
         action.add_argument("order_id", metavar="ID", type=int)
-        action.add_argument("--by", required=True, type=_text("--by"), help="who (a staff id)")
+        action.add_argument("--by", required=True, type=nonblank("--by"), help="who (a staff id)")
         action.add_argument(
             "--role",
-            type=_text("--role"),
+            type=nonblank("--role"),
             help=f"acting role (default: the staff member's role, else {DEFAULT_ROLE})",
         )
         action.add_argument(
@@ -91,25 +90,6 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
         lambda: asyncio.run(handler(settings, args)),
         refused=(TransitionError, OrderNotFound),
     )
-
-
-def guarded(
-    prog: str, command: Callable[[], int], refused: tuple[type[Exception], ...] = ()
-) -> int:
-    """Run ``command``; a refusal or a database that is behind or unreachable: exit 1."""
-    import psycopg
-
-    try:
-        return command()
-    except refused as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
-    except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-        print(f"{prog}: the database schema is behind; run `sensord migrate`", file=sys.stderr)
-        return 1
-    except psycopg.OperationalError as exc:
-        print(f"{prog}: cannot reach the database: {exc}", file=sys.stderr)
-        return 1
 
 
 async def connect(settings: Settings, application: str) -> psycopg.AsyncConnection[Any]:
@@ -185,7 +165,7 @@ async def _act(settings: Settings, args: argparse.Namespace) -> int:
         return 0
     print(f"order {order.id} {order.state} ({event.value} by {args.by} as {role})")
     if order.due_at is not None:
-        print(f"next deadline: {order.due_phase} by {_when(order.due_at)}")
+        print(f"next deadline: {order.due_phase} by {when(order.due_at)}")
     print(f"{changes.notices} notifications queued")
     return 0
 
@@ -202,7 +182,7 @@ def order_table(orders: Sequence[OrderRow]) -> str:
             o.category,
             o.severity,
             _owner(o),
-            f"{o.due_phase} {_when(o.due_at)}" if o.due_at else "-",
+            f"{o.due_phase} {when(o.due_at)}" if o.due_at else "-",
             str(o.escalation_level),
             o.device_id or "-",
         ]
@@ -214,7 +194,7 @@ def order_table(orders: Sequence[OrderRow]) -> str:
 
 def describe(order: OrderRow, events: Sequence[EventRow], outbox: Sequence[OutboxRow]) -> str:
     """One order, its audit trail and its notifications, for a terminal."""
-    deadline = f"{order.due_phase} by {_when(order.due_at)}" if order.due_at else "none"
+    deadline = f"{order.due_phase} by {when(order.due_at)}" if order.due_at else "none"
     place = order.place.get("label") or order.address_id or "-"
     lines = [
         f"order {order.id}: {order.state}  {order.category} {order.severity}",
@@ -223,14 +203,14 @@ def describe(order: OrderRow, events: Sequence[EventRow], outbox: Sequence[Outbo
         f"alert:      {order.alert_id} ({order.rule} {order.subject})",
         f"place:      {place}; device {order.device_id or '-'}; street {order.street_id or '-'}",
         f"deadline:   {deadline}; escalation level {order.escalation_level}",
-        f"created:    {_when(order.created_at)}; reopen count {order.reopen_count}",
+        f"created:    {when(order.created_at)}; reopen count {order.reopen_count}",
         "",
         "audit trail:",
         table(
             ["AT", "ACTOR", "ROLE", "EVENT", "FROM → TO", "NOTE"],
             [
                 [
-                    _when(e.at),
+                    when(e.at),
                     e.actor,
                     e.role,
                     e.event,
@@ -251,10 +231,10 @@ def describe(order: OrderRow, events: Sequence[EventRow], outbox: Sequence[Outbo
                 [
                     [
                         str(m.id),
-                        _when(m.created_at),
+                        when(m.created_at),
                         m.channel,
                         m.destination,
-                        _when(m.sent_at) if m.sent_at else "pending",
+                        when(m.sent_at) if m.sent_at else "pending",
                         str(m.attempts),
                         m.last_error or "",
                     ]

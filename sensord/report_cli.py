@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sensord.alerts_cli import _when
+from sensord.cli_common import guarded, when
 from sensord.config import Settings
 from sensord.core.orders.report import GROUPINGS, PHASES, Grouping, GroupStats, sla_report
-from sensord.orders_cli import connect, guarded
+from sensord.orders_cli import connect
 
 FORMATS = ("markdown", "csv")
 
@@ -77,7 +77,7 @@ async def _sla(settings: Settings, args: argparse.Namespace) -> int:
     else:
         title = (
             f"SLA by {args.by}: orders created {args.start.date()} to {args.end.date()}"
-            f" (exclusive), as of {_when(as_of)}"
+            f" (exclusive), as of {when(as_of)}"
         )
         text = sla_markdown(title, args.by, groups, totals)
     if args.output is None:

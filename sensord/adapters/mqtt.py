@@ -48,6 +48,35 @@ class _BackoffClient(gmqtt.Client):  # type: ignore[misc]
         await super().reconnect(delay=delay)
 
 
+async def connect(client: gmqtt.Client, config: MqttConfig, backoff: Backoff, who: str) -> None:
+    """Connect ``client``, retrying with backoff until the broker answers (gmqtt reconnects
+    by itself afterwards)."""
+    attempt = 0
+    while True:
+        try:
+            await client.connect(config.host, config.port, keepalive=config.keepalive_s)
+            return
+        except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
+            attempt += 1
+            delay = backoff.delay(attempt, random.random)
+            log.warning(
+                "broker unreachable",
+                extra={
+                    "client": who,
+                    "attempt": attempt,
+                    "retry_in_s": round(delay, 2),
+                    "error": str(exc),
+                },
+            )
+            await asyncio.sleep(delay)
+
+
+def authenticate(client: gmqtt.Client, config: MqttConfig) -> None:
+    """Give ``client`` the configured broker user and password, if any."""
+    if config.username:
+        client.set_auth_credentials(config.username, config.password.get_secret_value() or None)
+
+
 def subscription_topic(config: MqttConfig, topic: str | None = None) -> str:
     """A subscription (default: the readings), inside the shared group when one is configured."""
     topic = topic or reading_subscription(config.topic_prefix)
@@ -94,10 +123,7 @@ class MqttConsumer:
         self._client.on_disconnect = self._on_disconnect
         self._client.on_subscribe = self._on_subscribe
         self._client.on_message = self._on_message
-        if config.username:
-            self._client.set_auth_credentials(
-                config.username, config.password.get_secret_value() or None
-            )
+        authenticate(self._client, config)
 
     @property
     def connected(self) -> bool:
@@ -106,21 +132,7 @@ class MqttConsumer:
 
     async def start(self) -> None:
         """Connect (retrying with backoff) and wait until subscribed."""
-        attempt = 0
-        while True:
-            try:
-                await self._client.connect(
-                    self._config.host, self._config.port, keepalive=self._config.keepalive_s
-                )
-                break
-            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-                attempt += 1
-                delay = self._client.backoff.delay(attempt, random.random)
-                log.warning(
-                    "broker unreachable",
-                    extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc)},
-                )
-                await asyncio.sleep(delay)
+        await connect(self._client, self._config, self._client.backoff, "consumer")
         await self._subscribed.wait()
 
     async def stop(self) -> None:

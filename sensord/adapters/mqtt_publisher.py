@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import struct
 from typing import Any
 
 import gmqtt
 
+from sensord.adapters.mqtt import authenticate, connect
 from sensord.config import MqttConfig
 from sensord.core.backoff import Backoff
 from sensord.errors import SensordError
@@ -90,10 +90,7 @@ class MqttPublisher:
         )  # fmt: skip
         self._client.set_config({"reconnect_retries": -1})
         self._client.on_disconnect = lambda *_: self._client.fail_waiting("broker session lost")
-        if config.username:
-            self._client.set_auth_credentials(
-                config.username, config.password.get_secret_value() or None
-            )
+        authenticate(self._client, config)
         self._backoff = Backoff(config.reconnect_initial_s, config.reconnect_max_s)
         # Below the smallest Receive Maximum we meet: Mosquitto's default
         # max_inflight_messages is 20, and gmqtt has no packet id beyond it.
@@ -106,18 +103,7 @@ class MqttPublisher:
 
     async def start(self) -> None:
         """Connect, retrying with backoff (gmqtt reconnects by itself afterwards)."""
-        attempt = 0
-        while True:
-            try:
-                await self._client.connect(
-                    self._config.host, self._config.port, keepalive=self._config.keepalive_s
-                )
-                return
-            except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-                attempt += 1
-                delay = self._backoff.delay(attempt, random.random)
-                log.warning("publisher: broker unreachable", extra={"error": str(exc)})
-                await asyncio.sleep(delay)
+        await connect(self._client, self._config, self._backoff, "publisher")
 
     async def publish(self, topic: str, payload: bytes, timeout_s: float) -> None:
         """Publish at QoS 1; return once PUBACKed, else raise PublishFailed."""

@@ -98,6 +98,16 @@ def command(port: int, order: dict[str, Any], event: str, by: str, **extra: str)
     return request_id
 
 
+def entrapment_order(
+    tmp_path: Path, port: int, sensord: Daemon, dsn: str, district: Path
+) -> dict[str, Any]:
+    """The fleet's elevator entrapment (seed 11), its readings stored and its one order made."""
+    records = run_fleet(tmp_path, district, port, 11, ("elevator_entrapment",))
+    wait_for_all_readings(sensord, records)
+    wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
+    return sensor_orders(dsn)[0]
+
+
 def reply_to(listener: Listener, request_id: str) -> dict[str, Any]:
     return listener.wait_for(lambda t, m: t.endswith("/replies") and m["request_id"] == request_id)
 
@@ -151,10 +161,7 @@ def test_the_loop_ack_escalate_arrive_resolve_verify_close_reopen(
     )
     sensord.start()
     with Listener(broker.port, DISPATCH, REPLIES) as listener:
-        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
-        wait_for_all_readings(sensord, records)
-        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
-        order = sensor_orders(dsn)[0]
+        order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         vendor = order["owner_org"]
         technician = staff_of(dsn, vendor)
 
@@ -221,10 +228,9 @@ def test_an_ignored_order_climbs_the_whole_chain_once_per_level(
     rules = policy_dir(tmp_path, ack_s=1, arrive_s=2, resolve_s=3)
     sensord = daemon(SENSORD_DATABASE__DSN=dsn, SENSORD_RULES__DIRECTORY=str(rules))
     sensord.start()
-    records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
-    wait_for_all_readings(sensord, records)
+    entrapment_order(tmp_path, broker.port, sensord, dsn, district)
     wait_until(
-        lambda: bool(sensor_orders(dsn)) and sensor_orders(dsn)[0]["due_at"] is None,
+        lambda: sensor_orders(dsn)[0]["due_at"] is None,
         30,
         "the order to reach the top of the chain",
     )

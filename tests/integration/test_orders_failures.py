@@ -21,6 +21,7 @@ from tests.integration.test_orders import (
     DISPATCH,
     REPLIES,
     command,
+    entrapment_order,
     policy_dir,
     reply_to,
     sensor_orders,
@@ -69,8 +70,8 @@ class AclBroker(Broker):
 def test_a_publish_the_broker_refuses_is_not_marked_sent(
     tmp_path: Path, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
 ) -> None:
-    # mqtt_publisher._AckClient resolves the waiter on any PUBACK; gmqtt ignores the
-    # MQTT 5 reason code (0x87 not authorised), so a refused notice is marked sent.
+    # gmqtt drops the MQTT 5 PUBACK reason code; a notice the broker refuses (0x87,
+    # not authorised by its ACL) was once marked sent. It must stay pending.
     dsn, district = demo_district
     broker = AclBroker(tmp_path / "acl-broker")
     broker.start()
@@ -102,17 +103,13 @@ def test_a_publish_the_broker_refuses_is_not_marked_sent(
 def test_a_command_the_database_cannot_store_is_answered_and_acknowledged(
     tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
 ) -> None:
-    # CommandHandler.handle maps only psycopg.OperationalError; a NUL in `note`
-    # raises psycopg.DataError, which escapes the handler: no reply, no PUBACK, and
-    # the broker redelivers the poison command on every reconnect.
+    # A NUL in `note` once reached the database as a DataError that escaped the
+    # handler: no reply, no PUBACK, redelivered on every reconnect (a poison command).
     dsn, district = demo_district
     sensord = daemon(SENSORD_DATABASE__DSN=dsn)
     sensord.start()
     with Listener(broker.port, REPLIES) as listener:
-        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
-        wait_for_all_readings(sensord, records)
-        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
-        order = sensor_orders(dsn)[0]
+        order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         technician = staff_of(dsn, order["owner_org"])
         body = {"event": "ack", "by": technician, "note": "a\u0000b", "request_id": "nul-1"}
         topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
@@ -125,10 +122,9 @@ def test_a_command_the_database_cannot_store_is_answered_and_acknowledged(
 def test_an_escalated_owner_that_acknowledges_in_time_gets_time_to_arrive(
     tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
 ) -> None:
-    # transition() sets the next deadline with due_after(), counted from the first
-    # dispatch; after an escalation extended the ack phase, that deadline can be
-    # in the past already: the new owner, who acknowledged within its own budget,
-    # is escalated again at the next tick without any time to arrive.
+    # Deadlines count from the first dispatch; after an escalation gave the new owner
+    # a fresh ack budget, the arrive deadline could already be past when they
+    # acknowledged in time. The new owner gets at least the phase's own budget.
     dsn, district = demo_district
     rules = policy_dir(tmp_path, ack_s=3, arrive_s=4, resolve_s=600)
     sensord = daemon(
@@ -138,9 +134,7 @@ def test_an_escalated_owner_that_acknowledges_in_time_gets_time_to_arrive(
     )
     sensord.start()
     with Listener(broker.port, REPLIES) as listener:
-        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
-        wait_for_all_readings(sensord, records)
-        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
+        entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         wait_until(lambda: sensor_orders(dsn)[0]["escalation_level"] == 1, 10, "ack escalation")
         escalated = sensor_orders(dsn)[0]
         assert escalated["due_phase"] == "ack"  # the committee has its own 3 s to acknowledge
@@ -160,9 +154,9 @@ def test_an_escalated_owner_that_acknowledges_in_time_gets_time_to_arrive(
 
 
 def test_upgrading_to_0005_does_not_turn_the_alert_history_into_orders(tmp_path: Path) -> None:
-    # 0005 adds alerts.dispatched_episode DEFAULT 0 and episode DEFAULT 1: every alert
-    # stored before the upgrade, cleared months ago or not, is "undispatched", and the
-    # first daemon after the upgrade opens (and escalates, and announces) an order for each.
+    # 0005 adds alerts.dispatched_episode DEFAULT 0 and episode DEFAULT 1: without its
+    # backfill every alert stored before the upgrade, cleared months ago or not, would
+    # become an order (escalated and announced) on the first start after it.
     before = tmp_path / "migrations"
     before.mkdir()
     for path in sorted(default_directory().glob("000[1-4]_*.sql")):
@@ -191,17 +185,14 @@ def test_upgrading_to_0005_does_not_turn_the_alert_history_into_orders(tmp_path:
 def test_a_repeated_command_without_request_id_still_gets_its_reply(
     tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
 ) -> None:
-    # CommandHandler._reply keys a reply without request_id by the payload's hash, and
-    # enqueue() drops a key seen before: "arrive" sent too early is refused with a reply;
-    # the same "arrive" after the ack is applied, but its reply is silently dropped.
+    # Replies were once keyed by the payload's hash when there was no request_id: an
+    # "arrive" sent too early is refused with a reply; the same "arrive" after the
+    # ack is applied, and its reply must not be dropped as a duplicate.
     dsn, district = demo_district
     sensord = daemon(SENSORD_DATABASE__DSN=dsn)
     sensord.start()
     with Listener(broker.port, REPLIES) as listener:
-        records = run_fleet(tmp_path, district, broker.port, 11, ("elevator_entrapment",))
-        wait_for_all_readings(sensord, records)
-        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
-        order = sensor_orders(dsn)[0]
+        order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         technician = staff_of(dsn, order["owner_org"])
         topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
 
