@@ -144,3 +144,32 @@ def test_a_condition_with_is_is_refused_like_any_invalid_file(
         hup(sensord, ERROR, 1, timeout_s=5)
     finally:
         assert sensord.terminate() == 0
+
+
+POLICY_OK = 'sensord_dispatch_policy_reloads_total{result="ok"}'
+POLICY_ERROR = 'sensord_dispatch_policy_reloads_total{result="error"}'
+
+
+def test_sighup_reloads_the_routing_policy_all_or_nothing(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], reload_db: str
+) -> None:
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    sensord = daemon(SENSORD_DATABASE__DSN=reload_db, SENSORD_RULES__DIRECTORY=str(rules))
+    sensord.start()
+    shipped = (rules / "routing.toml").read_text()
+    # A route to an unknown category and no catch-all SLA: refused, the running policy stays.
+    (rules / "routing.toml").write_text(
+        shipped.replace('category = "fire_lane_blocked"', 'category = "gas"', 1).replace(
+            "[[sla]]\nack_s = 3600", '[[sla]]\ncategory = "fire"\nack_s = 3600'
+        )
+    )
+    hup(sensord, POLICY_ERROR, 1)
+    log = sensord.log_path.read_text()
+    assert "routing reload refused" in log
+    assert "route #" in log and "the last [[sla]] must match every order" in log
+    assert sensord.metrics()[POLICY_OK] == 0
+    # Fixed: loaded on the next SIGHUP; the daemon never stopped.
+    (rules / "routing.toml").write_text(shipped)
+    hup(sensord, POLICY_OK, 1)
+    assert sensord.terminate() == 0
