@@ -4,8 +4,9 @@ authorisation (pure).
 The broker's ACL authenticates who may publish on a street's command topics;
 sensord authorises the ``by`` staff member against the registry and the order:
 the owner's staff work the order (ack, arrive, resolve); cancelling needs the
-owner or the city-operations centre; verifying and reopening is open to every
-party of the order and the centre (the machine then refuses a verifier in the
+owner or a supervisor (the city-operations centre, the district office);
+verifying and reopening is open to every party of the order and the
+supervisors (the machine then refuses a verifier in the
 resolver's own role).
 """
 
