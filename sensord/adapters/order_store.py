@@ -188,40 +188,40 @@ async def create_order(
     """Insert a new order and dispatch it to its owner and notified parties at once."""
     notified = [{"role": p.role, "org_id": p.org_id, "staff_id": p.staff_id} for p in new.notified]
     d = new.deadlines
-    await cur.execute(
-        "INSERT INTO work_orders (alert_id, alert_episode, rule, subject, category, severity,"
-        " street_id, device_id, address_id, area_id, place, state, owner_role, owner_org,"
-        " owner_staff, unrouted, notified, sla_ack_s, sla_arrive_s, sla_resolve_s,"
-        " verify_hold_s, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
-        " %s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) RETURNING id",
-        (
-            new.alert_id,
-            new.alert_episode,
-            new.rule,
-            new.subject,
-            new.category,
-            new.severity,
-            new.street_id,
-            new.device_id,
-            new.address_id,
-            new.area_id,
-            json.dumps(dict(new.place)),
-            new.owner.role,
-            new.owner.org_id,
-            new.owner.staff_id,
-            new.unrouted,
-            json.dumps(notified),
-            d.ack_s,
-            d.arrive_s,
-            d.resolve_s,
-            d.verify_hold_s,
-            now,
-            now,
-        ),
-    )
-    row = await cur.fetchone()
-    assert row is not None
-    order = await load_order(cur, row[0])
+    async with cur.connection.cursor(row_factory=class_row(OrderRow)) as typed:
+        await typed.execute(
+            "INSERT INTO work_orders (alert_id, alert_episode, rule, subject, category, severity,"
+            " street_id, device_id, address_id, area_id, place, state, owner_role, owner_org,"
+            " owner_staff, unrouted, notified, sla_ack_s, sla_arrive_s, sla_resolve_s,"
+            " verify_hold_s, created_at, updated_at) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s,"
+            " %s, %s, 'new', %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
+            f" RETURNING {COLUMNS}",
+            (
+                new.alert_id,
+                new.alert_episode,
+                new.rule,
+                new.subject,
+                new.category,
+                new.severity,
+                new.street_id,
+                new.device_id,
+                new.address_id,
+                new.area_id,
+                json.dumps(dict(new.place)),
+                new.owner.role,
+                new.owner.org_id,
+                new.owner.staff_id,
+                new.unrouted,
+                json.dumps(notified),
+                d.ack_s,
+                d.arrive_s,
+                d.resolve_s,
+                d.verify_hold_s,
+                now,
+                now,
+            ),
+        )
+        order = await typed.fetchone()
     assert order is not None
     note = "unrouted: no owner resolved at the place" if new.unrouted else ""
     await _audit(cur, order.id, now, SYSTEM, SYSTEM, "create", None, State.NEW, note, {})

@@ -46,7 +46,7 @@ from sensord.core.orders.lifecycle import (
 from sensord.core.orders.machine import TELEMETRY, Event, State
 from sensord.core.orders.notices import place_summary
 from sensord.core.orders.policy import Policy
-from sensord.core.orders.routing import FALLBACK, resolve, route
+from sensord.core.orders.routing import route
 from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import Severity
 from sensord.services.polling import poll
@@ -251,10 +251,7 @@ class Dispatcher:
         changes.late_s.append(max(late_s, 0.0))
         changes.breaches[phase] += 1
         context = self._context(order.device_id) if order.device_id else None
-        fallback = resolve(FALLBACK, context)
-        target = escalation_target(
-            self.policy.orders.escalation, order.owner_role, context, fallback
-        )
+        target = escalation_target(self.policy.orders.escalation, order.owner_role, context)
         detail = {
             "phase": phase,
             "due_at": order.due_at.isoformat(),

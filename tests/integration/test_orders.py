@@ -190,7 +190,6 @@ def test_the_loop_ack_escalate_arrive_resolve_verify_close_reopen(
             )
         )
         assert notified["recipient"]["as"] == "owner"
-        # The committee sees the residents' contacts in full; the vendor never does.
         previous = listener.wait_for(
             lambda t, m: m.get("type") == "order.escalate" and m["recipient"]["org_id"] == vendor
         )
@@ -397,3 +396,39 @@ def test_webhooks_are_signed_retried_with_the_same_key_and_delivered(
     assert row == (2, None)
     metrics = sensord.metrics()
     assert metrics['sensord_notification_failures_total{channel="webhook"}'] >= 1
+
+
+def test_residents_contacts_reach_the_grid_worker_in_full_and_the_company_masked(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    dsn, district = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+    sensord.start()
+    with Listener(broker.port, DISPATCH) as listener:
+        # A night of charging an e-bike at home: owner the grid worker, the property
+        # company notified (docs/orders.md, personal data).
+        records = run_fleet(tmp_path, district, broker.port, 3,
+                            ("ebike_charging:place=dwelling",),
+                            "--duration", "8h", "--start", "22:00")  # fmt: skip
+        wait_for_all_readings(sensord, records)
+        wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the charging order")
+        wait_until(lambda: outbox_drained(dsn), 30, "its notices delivered")
+        order = sensor_orders(dsn)[0]
+        notices = {
+            m["recipient"]["role"]: m
+            for _, m in listener.messages(lambda t, m: m["order"]["id"] == order["id"])
+        }
+    with psycopg.connect(dsn) as db:
+        residents = db.execute(
+            "SELECT r.name, r.phone FROM residents r JOIN households h USING (household_id)"
+            " WHERE h.address_id = %s ORDER BY r.resident_id",
+            (order["address_id"],),
+        ).fetchall()
+    assert order["owner_role"] == "grid_worker" and residents
+    full = [(c["name"], c["phone"]) for c in notices["grid_worker"]["contacts"]]
+    assert full == residents
+    masked = notices["property_company"]["contacts"]
+    assert len(masked) == len(residents)
+    for contact, (name, phone) in zip(masked, residents, strict=True):
+        assert contact["name"] != name and contact["name"][0] == name[0] and "*" in contact["name"]
+        assert phone is None or (contact["phone"] != phone and contact["phone"][-4:] == phone[-4:])

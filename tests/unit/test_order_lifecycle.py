@@ -27,7 +27,6 @@ from tests.unit.test_context import small
 
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)
 FIRE = Deadlines(ack_s=120, arrive_s=600, resolve_s=3600, verify_hold_s=300)
-OPS = Party("ops_centre", "OPS-FALLBACK")
 
 
 def smoke_detector(without_org: str | None = None) -> DeviceContext:
@@ -132,34 +131,23 @@ def test_escalation_roles_follow_a_custom_chain() -> None:
 def test_the_target_is_the_nearest_party_resolving_at_the_place(
     owner: str, expected: Party
 ) -> None:
-    assert escalation_target(DEFAULT_CHAIN, owner, smoke_detector(), OPS) == expected
+    assert escalation_target(DEFAULT_CHAIN, owner, smoke_detector()) == expected
 
 
 def test_a_role_that_does_not_resolve_is_skipped() -> None:
     context = smoke_detector(without_org="RC")
-    assert escalation_target(DEFAULT_CHAIN, "grid_worker", context, None) == Party(
-        "ops_centre", "OPS"
-    )
+    assert escalation_target(DEFAULT_CHAIN, "grid_worker", context) == Party("ops_centre", "OPS")
 
 
-def test_the_registry_party_beats_the_fallback() -> None:
-    target = escalation_target(DEFAULT_CHAIN, "residents_committee", smoke_detector(), OPS)
-    assert target == Party("ops_centre", "OPS")
+def test_without_a_context_nothing_resolves_and_nothing_is_above() -> None:
+    assert escalation_target(DEFAULT_CHAIN, "grid_worker", None) is None
+    assert escalation_target(DEFAULT_CHAIN, "property_company", None) is None
 
 
-def test_without_a_context_the_fallback_stands_in_for_its_role() -> None:
-    assert escalation_target(DEFAULT_CHAIN, "grid_worker", None, OPS) == OPS
-    assert escalation_target(DEFAULT_CHAIN, "property_company", None, OPS) == OPS
-    assert escalation_target(DEFAULT_CHAIN, "grid_worker", None, None) is None
-
-
-def test_the_fallback_never_replaces_another_role_or_escalates_past_the_top() -> None:
-    # Above the ops centre there is only the district office, which nothing resolves.
-    assert escalation_target(DEFAULT_CHAIN, "ops_centre", smoke_detector(), OPS) is None
-    assert escalation_target(DEFAULT_CHAIN, "ops_centre", None, OPS) is None
-    assert escalation_target(DEFAULT_CHAIN, "district_office", smoke_detector(), OPS) is None
-    district = Party("district_office", "DIST")
-    assert escalation_target(DEFAULT_CHAIN, "ops_centre", None, district) == district
+def test_nothing_escalates_past_the_top() -> None:
+    # Above the ops centre there is only the district office, which nothing resolves here.
+    assert escalation_target(DEFAULT_CHAIN, "ops_centre", smoke_detector()) is None
+    assert escalation_target(DEFAULT_CHAIN, "district_office", smoke_detector()) is None
 
 
 # --- recurrence

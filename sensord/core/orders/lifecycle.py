@@ -82,17 +82,12 @@ def escalation_roles(chain: tuple[str, ...], owner_role: str) -> tuple[str, ...]
 
 
 def escalation_target(
-    chain: tuple[str, ...], owner_role: str, context: DeviceContext | None, fallback: Party | None
+    chain: tuple[str, ...], owner_role: str, context: DeviceContext | None
 ) -> Party | None:
-    """The nearest party above the owner that resolves at the place; None at the top.
-
-    ``fallback`` stands in for a role that does not resolve at the place but
-    must not be skipped for want of a registry entry (the ops centre).
-    """
+    """The nearest party above the owner that resolves at the place; None at the top
+    (or when the registry does not place the device: nothing resolves)."""
     for role in escalation_roles(chain, owner_role):
         party = resolve(role, context)
-        if party is None and fallback is not None and fallback.role == role:
-            party = fallback
         if party is not None:
             return party
     return None
