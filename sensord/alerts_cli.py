@@ -11,16 +11,14 @@ arguments.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import getpass
-import json
 import re
 import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sensord.cli_common import guarded, nonblank, positive, table, when
+from sensord.cli_common import as_json, guarded, nonblank, positive, print_json, table, when
 from sensord.config import Settings
 from sensord.core.topics import DEVICE_KINDS
 from sensord.errors import SensordError
@@ -136,7 +134,7 @@ def _list_alerts(settings: Settings, args: argparse.Namespace) -> int:
     with _connect(settings) as conn:
         alerts = list_alerts(conn, args.state, args.limit)
     if args.json:
-        print(json.dumps([as_json(alert) for alert in alerts], indent=2, ensure_ascii=False))
+        print_json([as_json(alert) for alert in alerts])
     elif not alerts:
         print(f"no {'' if args.state == 'all' else args.state + ' '}alerts")
     else:
@@ -357,7 +355,7 @@ def _list_silences(settings: Settings, args: argparse.Namespace) -> int:
     with _connect(settings) as conn:
         silences = list_silences(conn, args.all)
     if args.json:
-        print(json.dumps([as_json(s) for s in silences], indent=2, ensure_ascii=False))
+        print_json([as_json(s) for s in silences])
     elif not silences:
         print("no silences" if args.all else "no active or pending silences")
     else:
@@ -394,14 +392,6 @@ def silence_table(silences: Sequence[SilenceRow]) -> str:
 
 
 # --- output -----------------------------------------------------------------------
-
-
-def as_json(row: AlertRow | SilenceRow) -> dict[str, Any]:
-    """A row as JSON-able data, times in ISO 8601."""
-    return {
-        key: value.isoformat() if isinstance(value, datetime) else value
-        for key, value in dataclasses.asdict(row).items()
-    }
 
 
 def _login_name() -> str:

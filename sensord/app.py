@@ -163,9 +163,9 @@ async def _run(
         dispatch.subscriptions if dispatch else (),
     )
     buffer.on_pressure = consumer.backpressure
-    scheduler = _scheduler(settings, pool, metrics, alerts, directory, store, clock, retry)
-    for job in (dispatch.schedule,) if dispatch else ():
-        job(scheduler)
+    scheduler = _scheduler(
+        settings, pool, metrics, alerts, dispatch, directory, store, clock, retry
+    )
 
     async with asyncio.TaskGroup() as group:
         writing = [group.create_task(w.run(), name=f"sensord.{w.name}") for w in writers]
@@ -421,7 +421,7 @@ def _dispatch(
     if not config.enabled:
         return None
     policy = load_policy(policy_file(settings))  # RuleError: fatal at start-up
-    outlets = Outlets(settings.mqtt.topic_prefix, frozenset(config.webhooks))
+    outlets = Outlets.from_settings(settings)
     publisher = MqttPublisher(settings.mqtt)
     webhooks = WebhookSender(dict(config.webhooks))
     relay = OutboxRelay(
@@ -475,10 +475,13 @@ def rules_directory(settings: Settings) -> Path:
     return Path(configured) if configured else migrations.shipped("rules")
 
 
-def policy_file(settings: Settings) -> Path:
-    """The dispatch policy: configured, or routing.toml beside the rules."""
+def policy_file(settings: Settings, rules: Path | None = None) -> Path:
+    """The dispatch policy: configured, or routing.toml beside the rules (``rules``, or
+    the configured rule directory)."""
     configured = settings.dispatch.policy_file
-    return Path(configured) if configured else rules_directory(settings) / "routing.toml"
+    if configured:
+        return Path(configured)
+    return (rules or rules_directory(settings)) / "routing.toml"
 
 
 async def _alert_pipeline(
@@ -514,12 +517,14 @@ def _scheduler(
     pool: AsyncConnectionPool,
     metrics: Metrics,
     alerts: AlertPipeline | None,
+    dispatch: _DispatchServices | None,
     directory: RegistryDirectory,
     store: ReadingStore,
     clock: Clock,
     retry: Backoff,
 ) -> AsyncIOScheduler:
-    """sensord's own periodic jobs: retention, and the registry checks of the rules."""
+    """sensord's own periodic jobs: retention, the registry checks of the rules, and the
+    deadline auditor."""
     scheduler = AsyncIOScheduler()
     if alerts is not None:
         scheduler.add_job(
@@ -541,6 +546,8 @@ def _scheduler(
         max_instances=1,
         coalesce=True,
     )
+    if dispatch is not None:
+        dispatch.schedule(scheduler)
     return scheduler
 
 

@@ -119,16 +119,11 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
     """The rule files and, when dispatch is on, the dispatch policy: each all or nothing."""
     from sensord.adapters.rule_files import load_policy, load_rules
-    from sensord.app import rules_directory
+    from sensord.app import policy_file, rules_directory
     from sensord.core.rules.model import RuleError
 
     args.directory = args.directory or rules_directory(settings)
-    # As the daemon resolves it (sensord.app.policy_file), but beside --directory.
-    policy = (
-        Path(settings.dispatch.policy_file or Path(args.directory) / "routing.toml")
-        if settings.dispatch.enabled
-        else None
-    )
+    policy = policy_file(settings, Path(args.directory)) if settings.dispatch.enabled else None
     failed = False
     try:
         rules = load_rules(args.directory)

@@ -4,9 +4,17 @@ types, and plain-text tables."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sensord.config import Settings
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def guarded(
@@ -63,3 +71,27 @@ def nonblank(option: str) -> Callable[[str], str]:
         return text.strip()
 
     return parse
+
+
+def as_json(row: Any) -> dict[str, Any]:
+    """A dataclass row as JSON-able data, times in ISO 8601."""
+    return {
+        key: value.isoformat() if isinstance(value, datetime) else value
+        for key, value in dataclasses.asdict(row).items()
+    }
+
+
+def print_json(data: object) -> None:
+    """JSON for machines, as every ``--json`` prints it."""
+    print(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+async def connect(settings: Settings, application: str) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection for one command (``conn.transaction()`` for changes)."""
+    import psycopg
+
+    from sensord.adapters.database import conninfo
+
+    return await psycopg.AsyncConnection.connect(
+        conninfo(settings.database, application), autocommit=True
+    )

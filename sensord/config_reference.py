@@ -38,8 +38,7 @@ from pydantic import BaseModel, SecretStr
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from sensord import config
-from sensord.config import CREDENTIALS, ENV_PREFIX, Settings, mask_dsn
+from sensord.config import CREDENTIALS, ENV_PREFIX, WEBHOOK_CREDENTIAL, Settings, mask_dsn
 
 COMMAND = "python -m sensord.config_reference > docs/configuration.md"
 NAME = "<name>"  # stands for the keys of a table of models, in paths and headings
@@ -313,11 +312,12 @@ def render(settings_cls: type[BaseModel] = Settings, config_toml: Path | None = 
     for credential, (section, key) in sorted(CREDENTIALS.items()):
         env = ENV_PREFIX + f"{section}__{key}".upper()
         out.append(f"| `{credential}` | `{section}.{key}` | `{env}` |")
-    if webhook := getattr(config, "WEBHOOK_CREDENTIAL", ""):  # one credential per webhook
-        out.append(
-            f"| `{webhook}<org_id>` | `dispatch.webhooks.<org_id>.secret` |"
-            " `SENSORD_DISPATCH__WEBHOOKS__<ORG_ID>__SECRET` |"
-        )
+    # One credential per webhook. Organisation ids have capitals, which the
+    # environment's nested names lose: there, only the whole table as JSON works.
+    out.append(
+        f"| `{WEBHOOK_CREDENTIAL}<org_id>` | `dispatch.webhooks.<org_id>.secret` |"
+        ' `SENSORD_DISPATCH__WEBHOOKS` as JSON: `{"<org_id>": {"url": …, "secret": …}}` |'
+    )
     out.append("")
     for table in tables(settings_cls, config_toml):
         level = "##" if len(table.path) <= 1 else "###"

@@ -13,19 +13,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
-import json
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sensord.cli_common import guarded, nonblank, positive, table, when
+from sensord.cli_common import (
+    as_json,
+    connect,
+    guarded,
+    nonblank,
+    positive,
+    print_json,
+    table,
+    when,
+)
 from sensord.config import Settings
 from sensord.core.orders.machine import Event, State
 
 if TYPE_CHECKING:
-    import psycopg
-
     from sensord.adapters.order_report import EventRow, OutboxRow
     from sensord.adapters.order_store import OrderRow
 
@@ -92,24 +97,13 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     )
 
 
-async def connect(settings: Settings, application: str) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection for one command (``conn.transaction()`` for changes)."""
-    import psycopg
-
-    from sensord.adapters.database import conninfo
-
-    return await psycopg.AsyncConnection.connect(
-        conninfo(settings.database, application), autocommit=True
-    )
-
-
 async def _list(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.order_report import list_orders
 
     async with await connect(settings, "sensord-orders") as conn, conn.cursor() as cur:
         orders = await list_orders(cur, args.state, args.org, args.category, args.limit)
     if args.json:
-        _print_json([order.public() for order in orders])
+        print_json([order.public() for order in orders])
     elif not orders:
         print(f"no {'' if args.state == 'all' else args.state + ' '}orders")
     else:
@@ -128,11 +122,11 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
             raise OrderNotFound(f"order {args.order_id} does not exist")
         events, outbox = await order_history(cur, order.id)
     if args.json:
-        _print_json(
+        print_json(
             {
                 **order.public(),
-                "events": [_plain(event) for event in events],
-                "outbox": [_plain(message) for message in outbox],
+                "events": [as_json(event) for event in events],
+                "outbox": [as_json(message) for message in outbox],
             }
         )
     else:
@@ -145,7 +139,7 @@ async def _act(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.services.order_actions import act, find_actor
 
     event, _ = ACTIONS[args.orders_command]
-    outlets = Outlets(settings.mqtt.topic_prefix, frozenset(settings.dispatch.webhooks))
+    outlets = Outlets.from_settings(settings)
     changes = Changes()
     async with (
         await connect(settings, "sensord-orders") as conn,
@@ -161,7 +155,7 @@ async def _act(settings: Settings, args: argparse.Namespace) -> int:
             now=datetime.now(UTC), outlets=outlets, changes=changes,
         )  # fmt: skip
     if args.json:
-        _print_json(order.public())
+        print_json(order.public())
         return 0
     print(f"order {order.id} {order.state} ({event.value} by {args.by} as {role})")
     if order.due_at is not None:
@@ -251,14 +245,3 @@ def describe(order: OrderRow, events: Sequence[EventRow], outbox: Sequence[Outbo
 def _owner(order: OrderRow) -> str:
     owner = order.owner_org or order.owner_role
     return f"{owner} (unrouted)" if order.unrouted else owner
-
-
-def _plain(row: EventRow | OutboxRow) -> dict[str, Any]:
-    return {
-        name: value.isoformat() if isinstance(value, datetime) else value
-        for name, value in dataclasses.asdict(row).items()
-    }
-
-
-def _print_json(data: object) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False))

@@ -20,10 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sensord.cli_common import guarded, when
+from sensord.cli_common import connect, guarded, when
 from sensord.config import Settings
-from sensord.core.orders.report import GROUPINGS, PHASES, Grouping, GroupStats, sla_report
-from sensord.orders_cli import connect
+from sensord.core.orders.lifecycle import PHASES
+from sensord.core.orders.report import GROUPINGS, Grouping, GroupStats, sla_report
 
 FORMATS = ("markdown", "csv")
 

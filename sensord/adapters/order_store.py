@@ -9,12 +9,13 @@ import json
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncCursor
 from psycopg.rows import class_row
 
+from sensord.config import Settings
 from sensord.core.orders.lifecycle import Due, due_after
 from sensord.core.orders.machine import Event, Order, State, apply
 from sensord.core.orders.notices import (
@@ -124,6 +125,11 @@ class Outlets:
     prefix: str
     webhook_orgs: frozenset[str] = frozenset()
 
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Outlets:
+        """As configured: the daemon and the CLI must queue the same notifications."""
+        return cls(settings.mqtt.topic_prefix, frozenset(settings.dispatch.webhooks))
+
 
 @dataclass
 class Changes:
@@ -135,9 +141,6 @@ class Changes:
     breaches: Counter[str] = field(default_factory=Counter)  # phase
     late_s: list[float] = field(default_factory=list)  # how late each escalation was
     notices: int = 0
-
-    def __bool__(self) -> bool:
-        return bool(self.created or self.transitions or self.escalations or self.breaches)
 
 
 async def load_order(
@@ -304,6 +307,43 @@ async def transition(
     return updated
 
 
+# The step that follows an event at once: closure is the verified state's only way
+# on, and a reopened order goes straight back to its owner.
+_FOLLOW_UP = {
+    Event.VERIFY: (Event.CLOSE, "closed after verification"),
+    Event.REOPEN: (Event.DISPATCH, ""),
+}
+
+
+async def advance(
+    cur: AsyncCursor[Any],
+    order: OrderRow,
+    event: Event,
+    *,
+    at: datetime,
+    actor: str,
+    role: str,
+    note: str = "",
+    outlets: Outlets,
+    changes: Changes,
+    detail: Mapping[str, Any] | None = None,
+) -> OrderRow:
+    """``transition``, then the step that follows it at once (verify → close, reopen →
+    dispatch), both audited and announced."""
+    moved = await transition(
+        cur, order, event, at=at, actor=actor, role=role, note=note,
+        outlets=outlets, changes=changes, detail=detail,
+    )  # fmt: skip
+    follow_up = _FOLLOW_UP.get(event)
+    if follow_up is None:
+        return moved
+    then, why = follow_up
+    return await transition(
+        cur, moved, then, at=at, actor=SYSTEM, role=SYSTEM, note=why,
+        outlets=outlets, changes=changes,
+    )  # fmt: skip
+
+
 async def record(
     cur: AsyncCursor[Any],
     order: OrderRow,
@@ -314,15 +354,13 @@ async def record(
     outlets: Outlets,
     changes: Changes,
     detail: Mapping[str, Any] | None = None,
-    notify_parties: bool = True,
 ) -> int:
     """Audit an event that does not move the state (a recurrence, a breach at the top)."""
     state = State(order.state)
     event_id = await _audit(
         cur, order.id, at, SYSTEM, SYSTEM, event, state, state, note, detail or {}
     )
-    if notify_parties:
-        await notify(cur, order, event, event_id, at, note, outlets, changes, [])
+    await notify(cur, order, event, event_id, at, note, outlets, changes, [])
     return event_id
 
 
@@ -410,8 +448,3 @@ async def _contacts(cur: AsyncCursor[Any], order: OrderRow) -> list[Contact]:
 
 def _json(detail: Mapping[str, Any]) -> str:
     return json.dumps(detail, default=str)
-
-
-def overdue_by(order: OrderRow, now: datetime) -> timedelta:
-    """How late the order's current deadline is (zero or negative: not yet due)."""
-    return now - order.due_at if order.due_at else timedelta(0)

@@ -395,7 +395,6 @@ class RegistrySnapshot:
 
     devices: Mapping[str, DeviceInfo]  # read-only; what decode() looks devices up in
     contexts: Mapping[str, DeviceContext]  # read-only
-    organisations: Mapping[str, Organisation]  # read-only
     stats: SnapshotStats
 
     def device(self, device_id: str) -> DeviceInfo | None:
@@ -406,17 +405,11 @@ class RegistrySnapshot:
         """The device's resolved context; None if it is not registered."""
         return self.contexts.get(device_id)
 
-    def organisation(self, org_id: str) -> Organisation | None:
-        """An organisation by id."""
-        return self.organisations.get(org_id)
-
     def __len__(self) -> int:
         return len(self.devices)
 
 
-EMPTY = RegistrySnapshot(
-    MappingProxyType({}), MappingProxyType({}), MappingProxyType({}), SnapshotStats()
-)
+EMPTY = RegistrySnapshot(MappingProxyType({}), MappingProxyType({}), SnapshotStats())
 NO_RESIDENTS = ResidentSummary(None, 0, frozenset(), (), (), 0)
 
 
@@ -539,7 +532,6 @@ class _Builder:
         return RegistrySnapshot(
             MappingProxyType(devices),
             MappingProxyType(contexts),
-            MappingProxyType(dict(self.orgs)),
             stats,
         )
 

@@ -27,6 +27,7 @@ from sensord.adapters.order_store import (
     NewOrder,
     OrderRow,
     Outlets,
+    advance,
     create_order,
     record,
     select_orders,
@@ -36,7 +37,6 @@ from sensord.clock import Clock
 from sensord.core.backoff import Backoff
 from sensord.core.context import DeviceContext
 from sensord.core.orders.lifecycle import (
-    NOTHING_DUE,
     Due,
     Recurrence,
     escalation_target,
@@ -48,12 +48,11 @@ from sensord.core.orders.notices import place_summary
 from sensord.core.orders.policy import Policy
 from sensord.core.orders.routing import route
 from sensord.core.rules.fields import context_fields
-from sensord.core.rules.model import Severity
+from sensord.core.rules.model import Severity, higher_severity
 from sensord.services.polling import poll
 
 log = logging.getLogger("sensord.dispatch")
 
-_SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "major": 2, "critical": 3}
 _ORDER_STATES = tuple(s.value for s in State)
 
 
@@ -115,7 +114,8 @@ class Dispatcher:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 full |= await job(cur, self._clock.now(), changes) >= self._batch
             self._count(changes)
-        await self._wake_at_next_deadline()
+        if not full:  # a full round runs again at once; the last one arms the timer
+            await self._wake_at_next_deadline()
         return full
 
     async def _wake_at_next_deadline(self) -> None:
@@ -196,22 +196,16 @@ class Dispatcher:
                 outlets=self._outlets, changes=changes, detail=link,
             )  # fmt: skip
             return
-        reopened = await transition(
+        await advance(
             cur, order, Event.REOPEN, at=now, actor=SYSTEM, role=TELEMETRY,
             note="the problem recurred", outlets=self._outlets, changes=changes, detail=link,
-        )  # fmt: skip
-        await transition(
-            cur, reopened, Event.DISPATCH, at=now, actor=SYSTEM, role=SYSTEM,
-            outlets=self._outlets, changes=changes,
         )  # fmt: skip
         log.info("work order reopened", extra={"order_id": order.id, "alert_id": alert.id})
 
     def _new_order(self, alert: AlertRow) -> NewOrder:
         context = self._context(alert.device_id) if alert.device_id else None
         decision = route(self.policy.routes, alert.category, context, context_fields(context))
-        severity: str = alert.severity
-        if decision.severity and _SEVERITY_RANK[decision.severity] > _SEVERITY_RANK[severity]:
-            severity = decision.severity
+        severity = higher_severity(alert.severity, decision.severity)
         place = context.place if context else None
         return NewOrder(
             alert_id=alert.id,
@@ -307,12 +301,11 @@ class Dispatcher:
             (now, self._batch),
         )
         for order in ready:
-            verified = await transition(
+            await advance(
                 cur, order, Event.VERIFY, at=now, actor=SYSTEM, role=TELEMETRY,
                 note=f"sensor normal for {order.verify_hold_s} s", outlets=self._outlets,
                 changes=changes,
             )  # fmt: skip
-            await close_verified(cur, verified, now, self._outlets, changes)
             log.info("work order verified by telemetry", extra={"order_id": order.id})
         return len(ready)
 
@@ -358,13 +351,3 @@ class Dispatcher:
             self._metrics.order_escalation_delay.observe(late_s)
         if changes.notices:
             self._on_notices()
-
-
-async def close_verified(
-    cur: AsyncCursor[Any], order: OrderRow, now: datetime, outlets: Outlets, changes: Changes
-) -> OrderRow:
-    """Close an order right after its verification: closure is the verified state's only way on."""
-    return await transition(
-        cur, order, Event.CLOSE, at=now, actor=SYSTEM, role=SYSTEM,
-        note="closed after verification", outlets=outlets, changes=changes, due=NOTHING_DUE,
-    )  # fmt: skip

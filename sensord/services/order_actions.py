@@ -23,13 +23,12 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.order_store import (
-    SYSTEM,
     Changes,
     OrderRow,
     Outlets,
+    advance,
     enqueue,
     load_order,
-    transition,
 )
 from sensord.clock import Clock
 from sensord.core.orders.commands import (
@@ -42,7 +41,6 @@ from sensord.core.orders.commands import (
 from sensord.core.orders.machine import Event, TransitionError
 from sensord.core.orders.notices import reply_topic
 from sensord.errors import SensordError, StorageUnavailable
-from sensord.services.dispatcher import close_verified
 
 log = logging.getLogger("sensord.orders")
 
@@ -62,24 +60,16 @@ async def act(
     now: datetime,
     outlets: Outlets,
     changes: Changes,
-    detail: dict[str, Any] | None = None,
 ) -> OrderRow:
-    """Apply a person's ``event``; TransitionError names the state and the allowed events."""
+    """Apply a person's ``event`` to an order by id (the CLI); TransitionError names the
+    state and the allowed events."""
     order = await load_order(cur, order_id, lock=True)
     if order is None:
         raise OrderNotFound(f"order {order_id} does not exist")
-    updated = await transition(
+    return await advance(
         cur, order, event, at=now, actor=by, role=role, note=note,
-        outlets=outlets, changes=changes, detail=detail,
+        outlets=outlets, changes=changes,
     )  # fmt: skip
-    if event is Event.VERIFY:
-        updated = await close_verified(cur, updated, now, outlets, changes)
-    elif event is Event.REOPEN:
-        updated = await transition(
-            cur, updated, Event.DISPATCH, at=now, actor=SYSTEM, role=SYSTEM,
-            outlets=outlets, changes=changes,
-        )  # fmt: skip
-    return updated
 
 
 async def find_actor(cur: AsyncCursor[Any], staff_id: str) -> Actor | None:
@@ -139,9 +129,9 @@ class CommandHandler:
                 parties = {p["org_id"] for p in order.notified if p.get("org_id")}
                 authorise(event, actor, order.owner_org, parties)
                 assert actor is not None
-                updated = await act(
-                    cur, order.id, event, by=actor.staff_id, role=actor.role,
-                    note=command.note, now=now, outlets=self._outlets, changes=changes,
+                updated = await advance(
+                    cur, order, event, at=now, actor=actor.staff_id, role=actor.role,
+                    note=command.note, outlets=self._outlets, changes=changes,
                     detail={"request_id": request_id, "via": "mqtt"},
                 )  # fmt: skip
                 reply = {"ok": True, "state": updated.state}

@@ -11,13 +11,12 @@ import hmac
 import http.server
 import json
 import random
-import re
 import threading
 from collections import Counter
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import ClassVar
 
 import psycopg
 import pytest
@@ -26,90 +25,28 @@ from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
 from tests.support.fleet import SCENARIOS, run_fleet, wait_for_all_readings
 from tests.support.listener import Listener
-from tests.support.services import REPO, Broker, Daemon, wait_until
+from tests.support.orders import (
+    DISPATCH,
+    REPLIES,
+    command,
+    entrapment_order,
+    order_events,
+    outbox_drained,
+    policy_dir,
+    reply_to,
+    sensor_orders,
+    staff_of,
+)
+from tests.support.services import Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 
-DISPATCH = "sensord/v1/+/dispatch/#"
-REPLIES = "sensord/v1/+/orders/+/replies"
 # What the shipped policy says for the fleet's incidents: owner role, notified roles.
 EXPECTED = {
     "fire": ("property_company", {"ops_centre", "residents_committee"}),  # a shared kitchen
     "elevator_entrapment": ("elevator_vendor", {"property_company", "ops_centre"}),
     "fire_lane_blocked": ("property_company", {"grid_worker"}),
 }
-
-
-def policy_dir(
-    tmp_path: Path, *, ack_s: int, arrive_s: int, resolve_s: int, hold_s: int = 1
-) -> Path:
-    """The shipped rules with one catch-all SLA of the given (short) deadlines."""
-    rules = tmp_path / "rules"
-    rules.mkdir()
-    (rules / "sensors.toml").write_text((REPO / "rules" / "sensors.toml").read_text())
-    shipped = (REPO / "rules" / "routing.toml").read_text()
-    routing = re.sub(r"\n\[\[sla\]\].*", "", shipped, flags=re.S)
-    routing += (
-        f"\n[[sla]]\nack_s = {ack_s}\narrive_s = {arrive_s}\nresolve_s = {resolve_s}\n"
-        f"verify_hold_s = {hold_s}\n"
-    )
-    (rules / "routing.toml").write_text(routing)
-    return rules
-
-
-def sensor_orders(dsn: str) -> list[dict[str, Any]]:
-    """Orders of sensor incidents (inspection_due orders come from the registry's dates)."""
-    with psycopg.connect(dsn) as db, db.cursor(row_factory=psycopg.rows.dict_row) as cur:
-        cur.execute("SELECT * FROM work_orders WHERE category <> 'inspection_due' ORDER BY id")
-        return cur.fetchall()
-
-
-def order_events(dsn: str, order_id: int) -> list[tuple[str, str, str, dict[str, Any]]]:
-    with psycopg.connect(dsn) as db:
-        return db.execute(
-            "SELECT event, from_state, to_state, detail FROM work_order_events"
-            " WHERE order_id = %s ORDER BY id",
-            (order_id,),
-        ).fetchall()
-
-
-def outbox_drained(dsn: str) -> bool:
-    with psycopg.connect(dsn) as db:
-        row = db.execute("SELECT count(*) FROM outbox WHERE sent_at IS NULL").fetchone()
-    return row is not None and row[0] == 0
-
-
-def staff_of(dsn: str, org_id: str) -> str:
-    with psycopg.connect(dsn) as db:
-        row = db.execute(
-            "SELECT staff_id FROM staff WHERE org_id = %s ORDER BY staff_id LIMIT 1", (org_id,)
-        ).fetchone()
-    assert row is not None, org_id
-    return str(row[0])
-
-
-def command(port: int, order: dict[str, Any], event: str, by: str, **extra: str) -> str:
-    """Publish a command on the order's topic; return its request id."""
-    request_id = f"{event}-{random.getrandbits(32):08x}"
-    body = {"event": event, "by": by, "request_id": request_id, **extra}
-    topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
-    with Publisher(port=port) as publisher:
-        publisher.publish([(topic, json.dumps(body).encode())])
-    return request_id
-
-
-def entrapment_order(
-    tmp_path: Path, port: int, sensord: Daemon, dsn: str, district: Path
-) -> dict[str, Any]:
-    """The fleet's elevator entrapment (seed 11), its readings stored and its one order made."""
-    records = run_fleet(tmp_path, district, port, 11, ("elevator_entrapment",))
-    wait_for_all_readings(sensord, records)
-    wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the entrapment's order")
-    return sensor_orders(dsn)[0]
-
-
-def reply_to(listener: Listener, request_id: str) -> dict[str, Any]:
-    return listener.wait_for(lambda t, m: t.endswith("/replies") and m["request_id"] == request_id)
 
 
 def test_each_incident_becomes_one_order_owned_and_notified_as_the_policy_says(

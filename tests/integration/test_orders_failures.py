@@ -16,8 +16,9 @@ import psycopg
 import pytest
 
 from sensord.adapters.migrations import default_directory, migrate
-from simulators.publisher import Publisher
-from tests.integration.test_orders import (
+from tests.support.fleet import run_fleet, wait_for_all_readings
+from tests.support.listener import Listener
+from tests.support.orders import (
     DISPATCH,
     REPLIES,
     command,
@@ -27,8 +28,6 @@ from tests.integration.test_orders import (
     sensor_orders,
     staff_of,
 )
-from tests.support.fleet import run_fleet, wait_for_all_readings
-from tests.support.listener import Listener
 from tests.support.services import (
     BROKER_CONFIG,
     MOSQUITTO,
@@ -111,11 +110,8 @@ def test_a_command_the_database_cannot_store_is_answered_and_acknowledged(
     with Listener(broker.port, REPLIES) as listener:
         order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         technician = staff_of(dsn, order["owner_org"])
-        body = {"event": "ack", "by": technician, "note": "a\u0000b", "request_id": "nul-1"}
-        topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
-        with Publisher(port=broker.port) as publisher:
-            publisher.publish([(topic, json.dumps(body).encode())])
-        reply = reply_to(listener, "nul-1")
+        sent = command(broker.port, order, "ack", technician, note="a\u0000b")
+        reply = reply_to(listener, sent)
         assert reply["ok"] is False and reply["error"] == "invalid"
 
 
@@ -194,12 +190,9 @@ def test_a_repeated_command_without_request_id_still_gets_its_reply(
     with Listener(broker.port, REPLIES) as listener:
         order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
         technician = staff_of(dsn, order["owner_org"])
-        topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
 
         def send(event: str) -> None:
-            body = json.dumps({"event": event, "by": technician}).encode()
-            with Publisher(port=broker.port) as publisher:
-                publisher.publish([(topic, body)])
+            command(broker.port, order, event, technician, with_request_id=False)
 
         def replies() -> list[dict[str, object]]:
             return [m for t, m in listener.messages() if t.endswith("/replies")]

@@ -16,8 +16,8 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from tests.integration.test_orders import order_events, outbox_drained, policy_dir, sensor_orders
 from tests.support.fleet import SCENARIOS, run_fleet
+from tests.support.orders import order_events, outbox_drained, policy_dir, sensor_orders
 from tests.support.services import Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration

@@ -47,6 +47,17 @@ def reload_db() -> Iterator[str]:
     drop_database(dsn)
 
 
+def on_a_copy_of_the_rules(
+    tmp_path: Path, daemon: Callable[..., Daemon], dsn: str
+) -> tuple[Path, Daemon]:
+    """A started daemon reading its rules and routing policy from a copy we can edit."""
+    rules = tmp_path / "rules"
+    shutil.copytree(REPO / "rules", rules)
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn, SENSORD_RULES__DIRECTORY=str(rules))
+    sensord.start()
+    return rules, sensord
+
+
 def blocked_for(lane: SimDevice, seconds: int, start: datetime) -> list[tuple[str, bytes]]:
     """The lane reports blocked every 30 s for ``seconds`` from ``start`` (device time)."""
     rng = random.Random(1)
@@ -88,10 +99,7 @@ def test_sighup_refuses_a_broken_rule_set_keeps_running_and_applies_a_fixed_edit
     daemon: Callable[..., Daemon],
     reload_db: str,
 ) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(REPO / "rules", rules)
-    sensord = daemon(SENSORD_DATABASE__DSN=reload_db, SENSORD_RULES__DIRECTORY=str(rules))
-    sensord.start()
+    rules, sensord = on_a_copy_of_the_rules(tmp_path, daemon, reload_db)
     assert (sensord.metrics()[OK], sensord.metrics()[ERROR]) == (0, 0)
 
     # A half-written file: the whole set is refused, the running set stays.
@@ -131,10 +139,7 @@ def test_a_condition_with_is_is_refused_like_any_invalid_file(
     daemon: Callable[..., Daemon],
     reload_db: str,
 ) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(REPO / "rules", rules)
-    sensord = daemon(SENSORD_DATABASE__DSN=reload_db, SENSORD_RULES__DIRECTORY=str(rules))
-    sensord.start()
+    rules, sensord = on_a_copy_of_the_rules(tmp_path, daemon, reload_db)
     (rules / "extra.toml").write_text(
         BROKEN.replace('kinds = ["gas"]', 'kinds = ["fire_lane"]').replace(
             'when = "ppm >"', 'when = "blocked is True"'
@@ -153,10 +158,7 @@ POLICY_ERROR = 'sensord_dispatch_policy_reloads_total{result="error"}'
 def test_sighup_reloads_the_routing_policy_all_or_nothing(
     tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], reload_db: str
 ) -> None:
-    rules = tmp_path / "rules"
-    shutil.copytree(REPO / "rules", rules)
-    sensord = daemon(SENSORD_DATABASE__DSN=reload_db, SENSORD_RULES__DIRECTORY=str(rules))
-    sensord.start()
+    rules, sensord = on_a_copy_of_the_rules(tmp_path, daemon, reload_db)
     shipped = (rules / "routing.toml").read_text()
     # A route to an unknown category and no catch-all SLA: refused, the running policy stays.
     (rules / "routing.toml").write_text(

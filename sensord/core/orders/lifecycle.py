@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 
 from sensord.core.context import DeviceContext
-from sensord.core.orders.machine import State
+from sensord.core.orders.machine import OPEN_STATES, State
 from sensord.core.orders.policy import Deadlines
 from sensord.core.orders.routing import Party, resolve
 
@@ -101,9 +101,6 @@ class Recurrence(StrEnum):
     REOPEN = "reopen"  # resolved, verified or closed within the window: reopen
 
 
-_ACTIVE = frozenset(
-    {State.NEW, State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SITE, State.REOPENED}
-)
 _DONE = frozenset({State.RESOLVED, State.VERIFIED, State.CLOSED})
 
 
@@ -113,7 +110,7 @@ def recurrence(
     """Decide for the latest order of the subject (``finished_at``: resolved or closed time)."""
     if latest is None or latest is State.CANCELLED:
         return Recurrence.CREATE
-    if latest in _ACTIVE:
+    if latest in OPEN_STATES:
         return Recurrence.ATTACH
     if latest in _DONE and (
         latest is not State.CLOSED

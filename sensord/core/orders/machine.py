@@ -47,7 +47,10 @@ class Event(StrEnum):
 
 TELEMETRY = "telemetry"  # the verifier role of "the sensor is back to normal"
 
-_OPEN = (State.NEW, State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SITE, State.REOPENED)
+# Being worked on: an owner has it, deadlines run, it can be cancelled or escalated.
+OPEN_STATES = frozenset(
+    {State.NEW, State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SITE, State.REOPENED}
+)
 TRANSITIONS: dict[State, dict[Event, State]] = {
     State.NEW: {Event.DISPATCH: State.DISPATCHED},
     State.DISPATCHED: {Event.ACK: State.ACKNOWLEDGED},
@@ -59,7 +62,7 @@ TRANSITIONS: dict[State, dict[Event, State]] = {
     State.CANCELLED: {},
     State.REOPENED: {Event.DISPATCH: State.DISPATCHED},
 }
-for _state in _OPEN:
+for _state in OPEN_STATES:
     TRANSITIONS[_state][Event.CANCEL] = State.CANCELLED
     TRANSITIONS[_state][Event.ESCALATE] = _state  # up the grid; the state stays
 
@@ -68,10 +71,10 @@ class TransitionError(SensordError):
     """An event that the order's state does not allow, or a closed-loop rule broken."""
 
     def __init__(self, order_id: int, state: State, event: Event, reason: str = "") -> None:
-        allowed = ", ".join(sorted(TRANSITIONS[state])) or "none (final)"
+        events = ", ".join(allowed(state)) or "none (final)"
         detail = f"; {reason}" if reason else ""
         super().__init__(
-            f"order {order_id} is {state.value}: cannot {event.value}{detail} (allowed: {allowed})"
+            f"order {order_id} is {state.value}: cannot {event.value}{detail} (allowed: {events})"
         )
         self.order_id = order_id
         self.state = state

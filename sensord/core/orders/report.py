@@ -37,14 +37,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Literal
 
-from sensord.core.orders.machine import State
+from sensord.core.orders.lifecycle import PHASES
+from sensord.core.orders.machine import OPEN_STATES, State
 
 Grouping = Literal["worker", "org", "area"]
 GROUPINGS: tuple[Grouping, ...] = ("worker", "org", "area")
-PHASES = ("ack", "arrive", "resolve")
 NONE = "-"  # the group of orders without a worker, owner or area
 TOTAL = "total"
-_OPEN = frozenset({State.NEW, State.DISPATCHED, State.ACKNOWLEDGED, State.ON_SITE, State.REOPENED})
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,7 +99,7 @@ def verdict(order: OrderTimes, as_of: datetime) -> Verdict:
         return Verdict.CANCELLED
     if order.escalations > 0:
         return Verdict.NON_COMPLIANT
-    if order.state in _OPEN and order.due_at is not None and order.due_at <= as_of:
+    if order.state in OPEN_STATES and order.due_at is not None and order.due_at <= as_of:
         return Verdict.NON_COMPLIANT
     start = order.dispatched_at or order.created_at
     waiting = False

@@ -14,7 +14,7 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 from sensord.core.messages import READING_COLUMNS, Reading
-from sensord.core.rules.model import SEVERITY_ORDER, Rule, RuleSet
+from sensord.core.rules.model import Rule, RuleSet, higher_severity
 from sensord.core.rules.state import Outcome, Phase, RuleState, step
 
 Key = tuple[str, str]  # (rule name, subject)
@@ -355,10 +355,8 @@ def _durable(state: RuleState) -> tuple[object, ...]:
 
 
 def _severity(rule: Rule, fields: Mapping[str, object]) -> str:
-    severity = rule.severity
+    severity: str = rule.severity
     for escalation in rule.escalate:
-        if escalation.when(fields) and SEVERITY_ORDER.index(
-            escalation.severity
-        ) > SEVERITY_ORDER.index(severity):
-            severity = escalation.severity
+        if escalation.when(fields):
+            severity = higher_severity(severity, escalation.severity)
     return severity

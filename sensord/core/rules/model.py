@@ -18,6 +18,15 @@ from sensord.core.topics import DEVICE_KINDS, KINDS
 
 Severity = Literal["info", "warning", "major", "critical"]
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "major", "critical")
+
+
+def higher_severity(current: str, candidate: str | None) -> str:
+    """``candidate`` if it is more severe than ``current``, else ``current``."""
+    if candidate is None or SEVERITY_ORDER.index(candidate) <= SEVERITY_ORDER.index(current):
+        return current
+    return candidate
+
+
 CATEGORIES: tuple[str, ...] = (
     "fire",
     "ebike_indoor_charging",
