@@ -190,6 +190,8 @@ class Dispatcher:
             " WHERE id = %s",
             (alert.id, alert.episode, now, order.id),
         )
+        # What the notices show must be the order as it now is: linked to this alert.
+        order = replace(order, alert_id=alert.id, alert_episode=alert.episode, updated_at=now)
         if decision is Recurrence.ATTACH:
             await record(
                 cur, order, "recur", at=now, note="the alert recurred while the order is open",

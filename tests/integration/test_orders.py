@@ -10,19 +10,15 @@ import hashlib
 import hmac
 import http.server
 import json
-import random
 import threading
 from collections import Counter
 from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import ClassVar
 
 import psycopg
 import pytest
 
-from simulators.protocol import SimDevice, reading
-from simulators.publisher import Publisher
 from tests.support.fleet import SCENARIOS, run_fleet, wait_for_all_readings
 from tests.support.listener import Listener
 from tests.support.orders import (
@@ -36,6 +32,7 @@ from tests.support.orders import (
     reply_to,
     sensor_orders,
     staff_of,
+    trap_again,
 )
 from tests.support.services import Broker, Daemon, wait_until
 
@@ -249,17 +246,6 @@ def test_a_restart_in_the_middle_of_the_loop_loses_and_duplicates_nothing(
             assert repeated == {}  # a clean stop finishes sending before it exits
         else:
             assert len(repeated) <= 3 * 100, repeated  # bounded by the outbox batch per kill
-
-
-def trap_again(port: int, device_id: str) -> None:
-    """A new entrapment reported by the elevator, now."""
-    device = SimDevice(device_id, "elevator", "jd01")
-    now = datetime.now(UTC)
-    trapped = reading(
-        device, 10_000, now, random.Random(1), state="fault", trapped=True, door="closed"
-    )
-    with Publisher(port=port) as publisher:
-        publisher.publish([trapped])
 
 
 def wait_for_all_readings_after_restarts(

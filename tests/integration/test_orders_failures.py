@@ -27,6 +27,7 @@ from tests.support.orders import (
     reply_to,
     sensor_orders,
     staff_of,
+    trap_again,
 )
 from tests.support.services import (
     BROKER_CONFIG,
@@ -217,3 +218,25 @@ def test_a_malformed_webhook_url_is_refused_at_start_naming_the_key(
     assert sensord.process is not None
     assert sensord.process.wait(30) == 78  # EX_CONFIG: systemd does not restart it
     assert "dispatch.webhooks.ORG-PM1.url" in sensord.log_tail()
+
+
+def test_a_recurrence_while_open_is_announced_with_the_new_alert(
+    tmp_path: Path, broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    # The order is relinked to the recurring alert; its "recur" notice once carried
+    # the row read before that, with the previous alert's id.
+    dsn, district = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn)
+    sensord.start()
+    with Listener(broker.port, DISPATCH) as listener:
+        order = entrapment_order(tmp_path, broker.port, sensord, dsn, district)
+        assert order["state"] == "dispatched"  # nobody acknowledged: still open
+        trap_again(broker.port, order["device_id"])
+        recur = listener.wait_for(lambda t, m: m["type"] == "order.recur")
+    with psycopg.connect(dsn) as db:
+        row = db.execute(
+            "SELECT max(id) FROM alerts WHERE subject = %s", (f"device:{order['device_id']}",)
+        ).fetchone()
+    assert row is not None and row[0] != order["alert_id"]  # a new alert, after the clear
+    assert recur["order"]["alert_id"] == row[0] == sensor_orders(dsn)[0]["alert_id"]
+    assert recur["order"]["id"] == order["id"] and len(sensor_orders(dsn)) == 1

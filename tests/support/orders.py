@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import random
 import re
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import psycopg
 
+from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
 from tests.support.fleet import run_fleet, wait_for_all_readings
 from tests.support.listener import Listener
@@ -104,3 +106,14 @@ def entrapment_order(
 def reply_to(listener: Listener, request_id: str) -> dict[str, Any]:
     """The reply to the command with ``request_id``, waiting for it."""
     return listener.wait_for(lambda t, m: t.endswith("/replies") and m["request_id"] == request_id)
+
+
+def trap_again(port: int, device_id: str) -> None:
+    """A new entrapment reported by the elevator, now."""
+    device = SimDevice(device_id, "elevator", "jd01")
+    now = datetime.now(UTC)
+    trapped = reading(
+        device, 10_000, now, random.Random(1), state="fault", trapped=True, door="closed"
+    )
+    with Publisher(port=port) as publisher:
+        publisher.publish([trapped])
