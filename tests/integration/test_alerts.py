@@ -115,12 +115,15 @@ def test_a_restart_neither_duplicates_nor_loses_alert_state(
     with Publisher(port=broker.port) as publisher:
         publisher.publish(replay)
     try:
+        # Every replayed reading committed (as a duplicate), so any alert change it
+        # caused is visible below.
         wait_until(
             lambda: (
                 sensord.metrics().get("sensord_ingest_received_messages_total", 0) >= len(replay)
+                and sensord.metrics().get("sensord_ingest_in_flight_messages", 1) == 0
             ),
             30,
-            "the replay to arrive",
+            "the replay to be committed",
         )
     except TimeoutError:
         pytest.fail(f"{len(replay)} {sensord.metrics()} {sensord.log_tail()}")

@@ -549,7 +549,7 @@ def test_the_store_honours_silences_made_here_but_never_for_safety_rules(
     assert db.execute("SELECT silenced_by FROM alerts").fetchall() == [(None,)]
 
 
-# --- known gaps of the store, pinned (strict: they fail loudly once fixed) ---------------
+# --- silences by kind and by scope -----------------------------------------------------
 
 
 def test_a_kind_silence_mutes_only_devices_of_that_kind(

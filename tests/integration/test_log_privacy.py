@@ -138,6 +138,9 @@ def test_the_log_holds_no_personal_data_and_no_secrets(
             20,
             "every hostile message dead-lettered",
         )
+        # The order's notices carry the residents' names and phones in full (the grid
+        # worker's copy): they must have gone out before the log is read.
+        wait_until(lambda: _notices_sent(db, device_id), 20, "the fire order's notices sent")
     assert sensord.process is not None
     sensord.process.send_signal(signal.SIGHUP)  # a reload logs the registry's counts
     wait_until(lambda: "SIGHUP: reloading" in sensord.log_path.read_text(), 10, "the reload")
@@ -161,3 +164,12 @@ def test_the_log_holds_no_personal_data_and_no_secrets(
     assert errors and all("password authentication failed" in str(e["error"]) for e in errors)
     _, events = _events(sensord)
     assert any(e["msg"] == "sensord stopped" for e in events)
+
+
+def _notices_sent(db: psycopg.Connection, device_id: str) -> bool:
+    row = db.execute(
+        "SELECT count(*), count(*) FILTER (WHERE o.sent_at IS NULL) FROM outbox o"
+        " JOIN work_orders w ON w.id = o.order_id WHERE w.device_id = %s",
+        (device_id,),
+    ).fetchone()
+    return row is not None and row[0] > 0 and row[1] == 0

@@ -86,7 +86,20 @@ def test_a_publish_the_broker_refuses_is_not_marked_sent(
             records = run_fleet(tmp_path, district, broker.port, 5, ("kitchen_fire",))
             wait_for_all_readings(sensord, records)
             wait_until(lambda: len(sensor_orders(dsn)) == 1, 30, "the kitchen fire's order")
-            time.sleep(3)  # the relay has tried by now
+            order_id = sensor_orders(dsn)[0]["id"]
+
+            def refused() -> bool:
+                with psycopg.connect(dsn) as db:
+                    row = db.execute(
+                        "SELECT count(*) FROM outbox WHERE order_id = %s AND attempts >= 1"
+                        " AND sent_at IS NULL AND last_error LIKE 'the broker refused it%%'",
+                        (order_id,),
+                    ).fetchone()
+                return row is not None and row[0] > 0
+
+            wait_until(refused, 20, "the relay's attempt, refused by the broker")
+            failures = 'sensord_notification_failures_total{channel="mqtt"}'
+            assert sensord.metrics()[failures] >= 1
             with psycopg.connect(dsn) as db:
                 sent = {
                     row[0]
@@ -114,6 +127,12 @@ def test_a_command_the_database_cannot_store_is_answered_and_acknowledged(
         sent = command(broker.port, order, "ack", technician, note="a\u0000b")
         reply = reply_to(listener, sent)
         assert reply["ok"] is False and reply["error"] == "invalid"
+        # Acknowledged to the broker: the daemon's next session does not get it again
+        # (its reply could not show that: a repeated request id queues no second reply).
+        assert sensord.terminate() == 0
+        sensord.start()
+        time.sleep(2)
+        assert sensord.metrics()['sensord_order_commands_total{result="rejected"}'] == 0
 
 
 def test_an_escalated_owner_that_acknowledges_in_time_gets_time_to_arrive(
@@ -205,6 +224,7 @@ def test_a_repeated_command_without_request_id_still_gets_its_reply(
         send("arrive")  # the same bytes as the refused one; now accepted
         wait_until(lambda: sensor_orders(dsn)[0]["state"] == "on_site", 20, "on site")
         wait_until(lambda: len(replies()) == 3, 10, "the second arrive's reply")
+        assert [r["ok"] for r in replies()] == [False, True, True]
 
 
 def test_a_malformed_webhook_url_is_refused_at_start_naming_the_key(

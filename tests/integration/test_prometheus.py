@@ -240,5 +240,11 @@ def test_a_real_prometheus_scrapes_sensord_and_loads_the_alert_rules(
         return all(rule["health"] == "ok" for rule in rules)
 
     prometheus.wait_for(rules_evaluated, "every sensord alert rule evaluated without error")
-    firing = [a for a in prometheus.get("/api/v1/alerts")["alerts"] if a["state"] == "firing"]
+    alerts = prometheus.get("/api/v1/alerts")["alerts"]
+    firing = [a for a in alerts if a["state"] == "firing"]
     assert firing == [], "a healthy daemon fires no alert"
+    # Most rules hold for minutes before they fire, so "none firing" says little on its
+    # own: nothing may even be pending, except the dead-letter ratio this test provoked
+    # (2 malformed messages among a handful).
+    pending = {a["labels"]["alertname"] for a in alerts if a["state"] == "pending"}
+    assert pending <= {"SensordDeadLetterSpike"}, pending

@@ -147,6 +147,8 @@ def test_a_condition_with_is_is_refused_like_any_invalid_file(
     )
     try:
         hup(sensord, ERROR, 1, timeout_s=5)
+        assert sensord.metrics()[OK] == 0
+        assert "extra.toml: gas_leak: when" in sensord.log_path.read_text()
     finally:
         assert sensord.terminate() == 0
 

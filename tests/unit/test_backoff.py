@@ -21,3 +21,5 @@ def test_delay_stays_within_the_jitter_band(attempt: int, draw: float) -> None:
     backoff = Backoff(initial_s=0.1, maximum_s=30.0, jitter=0.5)
     delay = backoff.delay(attempt, lambda: draw)
     assert 0.05 - 1e-9 <= delay <= 30.0
+    ceiling = min(30.0, 0.1 * 2 ** min(max(attempt, 1) - 1, 64))  # this attempt's own band
+    assert ceiling / 2 - 1e-9 <= delay <= ceiling + 1e-9

@@ -104,6 +104,9 @@ class BatcherMachine(RuleBasedStateMachine):
             assert not self.batcher.due(self.now)
         elif len(open_batch.items) >= self.policy.max_items:
             assert self.batcher.due(self.now)
+        else:  # not full: due exactly when it is old enough
+            old = self.now - open_batch.opened_at >= self.policy.max_age_s
+            assert self.batcher.due(self.now) == old
 
 
 TestBatcherMachine = BatcherMachine.TestCase
