@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sensord.core.orders.routing import GRID_WORKER, Route
-from sensord.core.rules.model import CATEGORIES, RuleError, Severity
+from sensord.core.rules.model import Category, RuleError, Severity
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 M = TypeVar("M", bound=BaseModel)
@@ -28,19 +28,12 @@ class Sla(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    category: str | None = None  # None: any
+    category: Category | None = None  # None: any
     severity: Severity | None = None
     ack_s: PositiveSeconds
     arrive_s: PositiveSeconds
     resolve_s: PositiveSeconds
     verify_hold_s: Annotated[int, Field(ge=0)] | None = None  # None: [orders] default
-
-    @field_validator("category")
-    @classmethod
-    def _known(cls, category: str | None) -> str | None:
-        if category is not None and category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}")
-        return category
 
     def matches(self, category: str, severity: str) -> bool:
         """Whether this SLA applies to an order of ``category`` and ``severity``."""

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, field_validator
 
 from sensord.core.context import DeviceContext
 from sensord.core.rules.expr import Condition, ExpressionError, compile_condition
-from sensord.core.rules.model import CATEGORIES, Severity
+from sensord.core.rules.model import Category, Severity
 
 GRID_WORKER = "grid_worker"
 MAINTAINER = "maintainer"
@@ -30,19 +30,12 @@ class Route(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True, arbitrary_types_allowed=True)
 
-    category: str
+    category: Category
     place_types: tuple[str, ...] = ()  # empty: any place
     when: Condition | None = None
     owner: str
     notify: tuple[str, ...] = ()
     severity: Severity | None = None  # raises the order's severity
-
-    @field_validator("category")
-    @classmethod
-    def _known(cls, category: str) -> str:
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}")
-        return category
 
     @field_validator("when", mode="before")
     @classmethod

@@ -11,7 +11,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from sensord.core.rules.expr import Condition, ExpressionError, compile_condition
 from sensord.core.topics import DEVICE_KINDS, KINDS
@@ -39,6 +47,15 @@ CATEGORIES: tuple[str, ...] = (
     "inspection_due",
     "firmware_outdated",
 )
+
+
+def _known_category(category: str) -> str:
+    if category not in CATEGORIES:
+        raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
+    return category
+
+
+Category = Annotated[str, AfterValidator(_known_category)]  # an alert category of CATEGORIES
 Seconds = Annotated[float, Field(ge=0, le=366 * 86400)]
 
 
@@ -73,7 +90,7 @@ class Rule(_Strict):
     name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{1,63}$")]
     type: Literal["state", "absence", "count", "inspection"]
     kinds: tuple[str, ...]
-    category: str
+    category: Category
     severity: Severity
     safety: bool = False
     description: str = ""
@@ -107,13 +124,6 @@ class Rule(_Strict):
         if unknown or not kinds:
             raise ValueError(f"kinds must be some of {', '.join(KINDS)}; got {unknown or 'none'}")
         return kinds
-
-    @field_validator("category")
-    @classmethod
-    def _known_category(cls, category: str) -> str:
-        if category not in CATEGORIES:
-            raise ValueError(f"unknown category {category!r}; one of {', '.join(CATEGORIES)}")
-        return category
 
     @model_validator(mode="after")
     def _fields_of_type(self) -> Rule:
