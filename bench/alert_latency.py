@@ -60,8 +60,9 @@ import psycopg
 
 from bench.ingest import daemon
 from bench.mqtt_ceiling import PUBACK, RawClient, broker, count_acks, proc_cpu, publish_packet
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.config import load_settings
+from sensord.paths import shipped
 from tests.support.services import ADMIN_DSN, drop_database, free_port, scrape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,7 +107,7 @@ def create_database() -> str:
 
 def prepare_database(dsn: str, alarm_devices: int) -> None:
     """Schema, devices, and the commit-time probe on alerts (scratch database only)."""
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     with psycopg.connect(dsn) as conn:
         with conn.cursor() as cur, cur.copy(
             "COPY devices (device_id, kind, street) FROM STDIN"

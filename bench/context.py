@@ -47,10 +47,11 @@ from prometheus_client import CollectorRegistry
 
 from sensord.adapters.directory import DEBOUNCE_S, RegistryDirectory
 from sensord.adapters.metrics import Metrics
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.core.backoff import Backoff
 from sensord.core.context import RegistrySnapshot, SnapshotStats
+from sensord.paths import shipped
 from tests.support.services import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
@@ -267,7 +268,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     dsn = create_database()
     try:
-        migrate(dsn, default_directory())
+        migrate(dsn, shipped("migrations"))
         with tempfile.TemporaryDirectory(prefix="bench-context-") as workdir:
             summary, import_s = prepare(dsn, Path(workdir))
         print(summary, flush=True)

@@ -65,7 +65,8 @@ import psycopg
 from bench.alert_latency import BackgroundLoad, bg_device, machine_jiffies, ms, pct
 from bench.ingest import daemon
 from bench.mqtt_ceiling import proc_cpu
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
+from sensord.paths import shipped
 from simulators.district import generate, write
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
@@ -102,7 +103,7 @@ def log(message: str) -> None:
 def fresh_database(district: Path, background_devices: bool = False) -> str:
     """A new database, migrated, the demo district imported by the real CLI."""
     dsn = create_database()
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORD_")}
     env["SENSORD_DATABASE__DSN"] = dsn
     subprocess.run(

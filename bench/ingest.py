@@ -34,7 +34,8 @@ from pathlib import Path
 import psycopg
 
 from bench.mqtt_ceiling import broker, proc_cpu, publish_detailed, run_once
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
+from sensord.paths import shipped
 from tests.support.services import create_database, drop_database, free_port, scrape
 
 REPO = Path(__file__).resolve().parents[1]
@@ -181,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     dsn = create_database()
     runs: list[Run] = []
     try:
-        migrate(dsn, default_directory())
+        migrate(dsn, shipped("migrations"))
         register_devices(dsn)
         workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
         log = workdir / "sensord.log"

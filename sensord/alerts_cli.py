@@ -335,8 +335,8 @@ def _rules_or_none(settings: Settings, *, required: bool) -> RuleSet | None:
     """The configured rule set; when it cannot be loaded, refuse if ``required``."""
     from sensord.adapters.alert_queries import Refused
     from sensord.adapters.rule_files import load_rules
-    from sensord.app import rules_directory
-    from sensord.core.rules.model import RuleError
+    from sensord.errors import RuleError
+    from sensord.paths import rules_directory
 
     directory = rules_directory(settings)
     try:

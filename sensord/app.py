@@ -29,7 +29,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from prometheus_client import CollectorRegistry, Counter, start_http_server
 from psycopg_pool import AsyncConnectionPool
 
-from sensord import __version__
+from sensord import __version__, exits
 from sensord.adapters import migrations
 from sensord.adapters.alert_store import load_count_history, load_last_seen, load_states
 from sensord.adapters.database import ReadingStore, conninfo, make_pool
@@ -50,7 +50,8 @@ from sensord.core.orders.commands import command_subscription, parse_command_top
 from sensord.core.orders.notices import is_notification
 from sensord.core.rules.engine import RuleEngine
 from sensord.core.rules.fields import context_fields
-from sensord.core.rules.model import RuleError
+from sensord.errors import RuleError
+from sensord.paths import migrations_directory, policy_file, rules_directory
 from sensord.services.alerts import AlertPipeline, commit_work, watch_absence
 from sensord.services.dispatcher import Dispatcher
 from sensord.services.ingest import IngestBuffer, Item
@@ -61,12 +62,6 @@ from sensord.services.writer import Writer
 
 log = logging.getLogger("sensord.app")
 T = TypeVar("T")
-
-EXIT_OK = 0
-EXIT_FATAL = 1
-EXIT_SCHEMA = 2
-EXIT_CONFIG = 78  # sysexits EX_CONFIG: the unit does not restart on it
-
 
 @dataclass
 class Daemon:
@@ -98,7 +93,7 @@ async def run(
         _install_signals(loop, daemon.stop)
     server = _serve_metrics(daemon)
     pool = make_pool(settings.database)
-    code = EXIT_FATAL
+    code = exits.FAILED
     try:
         code = await _run(daemon, pool, notifier, clock or SystemClock(), install_signals)
     except* RuleError as invalid:
@@ -107,7 +102,7 @@ async def run(
             log.critical(
                 "rules or dispatch policy invalid; not starting", extra={"problems": problems}
             )
-        code = EXIT_CONFIG  # fix the files; restarting would not help
+        code = exits.CONFIG  # fix the files; restarting would not help
     except* Exception as group:
         for exc in group.exceptions:
             log.critical("fatal error, exiting", exc_info=exc)
@@ -130,9 +125,9 @@ async def _run(
     retry = Backoff(ingest.retry_initial_s, ingest.retry_max_s)
     notifier.send(f"STATUS=waiting for the database at {_where(settings.database.dsn)}")
     if not await _wait_for_database(conninfo(settings.database), retry, daemon.stop):
-        return EXIT_OK
+        return exits.OK
     if not await _schema_current(settings):
-        return EXIT_SCHEMA
+        return exits.SCHEMA_BEHIND
     # Only now: each pool connection prepares a staging table LIKE readings.
     await pool.open(wait=False)
 
@@ -226,7 +221,7 @@ async def _run(
         for task in background:
             task.cancel()
     log.info("sensord stopped", extra={"clean": clean})
-    return EXIT_OK
+    return exits.OK
 
 
 def _ingest_buffer(
@@ -279,7 +274,7 @@ async def _schema_current(settings: Settings) -> bool:
     missing = await asyncio.to_thread(
         migrations.pending,
         conninfo(settings.database, "sensord-migrate"),
-        _migrations_dir(settings),
+        migrations_directory(settings),
     )
     if missing:
         log.critical(
@@ -455,11 +450,6 @@ def _serve_metrics(daemon: Daemon) -> WSGIServer | None:
     return server
 
 
-def _migrations_dir(settings: Settings) -> Path:
-    configured = settings.database.migrations_dir
-    return Path(configured) if configured else migrations.default_directory()
-
-
 def _where(dsn: str) -> str:
     """host:port/dbname of a DSN in either form, never its credentials."""
     try:
@@ -467,21 +457,6 @@ def _where(dsn: str) -> str:
     except psycopg.ProgrammingError:
         return "the configured database"
     return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
-
-
-def rules_directory(settings: Settings) -> Path:
-    """Where the rule files are: configured, or the shipped rules/."""
-    configured = settings.rules.directory
-    return Path(configured) if configured else migrations.shipped("rules")
-
-
-def policy_file(settings: Settings, rules: Path | None = None) -> Path:
-    """The dispatch policy: configured, or routing.toml beside the rules (``rules``, or
-    the configured rule directory)."""
-    configured = settings.dispatch.policy_file
-    if configured:
-        return Path(configured)
-    return (rules or rules_directory(settings)) / "routing.toml"
 
 
 async def _alert_pipeline(
@@ -656,7 +631,7 @@ def _install_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> No
         if stop.is_set():
             # Unflushed messages are unacknowledged, so the broker still has them.
             log.error("second signal: exiting without flushing")
-            os._exit(EXIT_FATAL)
+            os._exit(exits.FAILED)
         log.info("signal received", extra={"signal": signal.Signals(signum).name})
         stop.set()
 

@@ -10,14 +10,11 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sensord import __version__, alerts_cli, logs, orders_cli, registry_cli, report_cli
+from sensord import __version__, alerts_cli, exits, logs, orders_cli, registry_cli, report_cli
 from sensord.config import Settings, load_settings, redacted
 from sensord.errors import ConfigError, MigrationError
 
 log = logging.getLogger("sensord.cli")
-# sysexits EX_CONFIG: systemd units can list it in RestartPreventExitStatus, since
-# restarting cannot fix a bad configuration.
-EXIT_CONFIG = 78
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -57,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
     except ConfigError as exc:
         print(f"sensord: {exc}", file=sys.stderr)
-        return EXIT_CONFIG
+        return exits.CONFIG
     logs.configure(settings.log.level, settings.log.format)
     handlers = {
         "run": _run,
@@ -82,12 +79,9 @@ def _run(settings: Settings, args: argparse.Namespace) -> int:
 def _migrate(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters import migrations
     from sensord.adapters.database import conninfo
+    from sensord.paths import migrations_directory
 
-    directory = (
-        Path(settings.database.migrations_dir)
-        if settings.database.migrations_dir
-        else migrations.default_directory()
-    )
+    directory = migrations_directory(settings)
     try:
         applied = migrations.migrate(conninfo(settings.database, "sensord-migrate"), directory)
     except MigrationError as exc:
@@ -119,8 +113,8 @@ def _check_config(settings: Settings, args: argparse.Namespace) -> int:
 def _rules_check(settings: Settings, args: argparse.Namespace) -> int:
     """The rule files and, when dispatch is on, the dispatch policy: each all or nothing."""
     from sensord.adapters.rule_files import load_policy, load_rules
-    from sensord.app import policy_file, rules_directory
-    from sensord.core.rules.model import RuleError
+    from sensord.errors import RuleError
+    from sensord.paths import policy_file, rules_directory
 
     args.directory = args.directory or rules_directory(settings)
     policy = policy_file(settings, Path(args.directory)) if settings.dispatch.enabled else None

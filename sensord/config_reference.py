@@ -39,20 +39,13 @@ from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
 from sensord.config import CREDENTIALS, ENV_PREFIX, WEBHOOK_CREDENTIAL, Settings, mask_dsn
+from sensord.paths import shipped
 
 COMMAND = "python -m sensord.config_reference > docs/configuration.md"
 NAME = "<name>"  # stands for the keys of a table of models, in paths and headings
 
 _HEADER = re.compile(r"^\s*(?:#\s*)?\[\[?\s*([A-Za-z0-9_.\-\"' ]+?)\s*\]\]?\s*(?:#.*)?$")
 _KEY = re.compile(r"^\s*(?:#\s*)?([A-Za-z0-9_-]+)\s*=")
-
-
-def shipped_config() -> Path:
-    """The shipped ``config.toml``: the source tree's, or the wheel's ``share/sensord/``."""
-    source = Path(__file__).resolve().parents[1] / "config.toml"
-    if source.is_file():
-        return source
-    return Path(sys.prefix) / "share" / "sensord" / "config.toml"
 
 
 def toml_comments(text: str) -> dict[tuple[str, ...], str]:
@@ -116,7 +109,7 @@ def tables(
     settings_cls: type[BaseModel] = Settings, config_toml: Path | None = None
 ) -> list[Table]:
     """The reference as data: one table per section, then the tables nested in it."""
-    config_toml = config_toml or shipped_config()
+    config_toml = config_toml or shipped("config.toml")
     comments = toml_comments(config_toml.read_text()) if config_toml.is_file() else {}
     loose: list[Row] = []
     found: list[Table] = []

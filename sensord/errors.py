@@ -48,3 +48,20 @@ class StorageUnavailable(SensordError):
 
 class StorageRejected(SensordError):
     """The database refused the data itself (a constraint or a value); retrying cannot help."""
+
+
+class RuleError(SensordError):
+    """A rule set or dispatch policy cannot be loaded; ``problems`` lists every
+    ``file: rule: field: reason``."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = problems
+
+
+class ExpressionError(SensordError):
+    """A condition's text is not in the rule language; says where and why."""
+
+
+class CellError(SensordError):
+    """A cell's text is not a valid value; the message never repeats the text (may be personal)."""

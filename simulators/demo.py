@@ -32,7 +32,7 @@ from typing import Any
 import psycopg
 from psycopg import sql
 
-from sensord.adapters.migrations import shipped
+from sensord.paths import shipped
 from simulators.responders import Responders, staff_by_org
 
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import re
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,23 +33,6 @@ class Migration:
     def checksum(self) -> str:
         """sha256 of the file's text."""
         return hashlib.sha256(self.sql.encode()).hexdigest()
-
-
-def shipped(name: str) -> Path:
-    """A directory shipped beside the package: ``migrations`` or ``rules``.
-
-    From a source checkout (or an editable install) it is the repository's; a
-    wheel installs them as data files under ``<prefix>/share/sensord/``.
-    """
-    source = Path(__file__).resolve().parents[2] / name
-    if source.is_dir():
-        return source
-    return Path(sys.prefix) / "share" / "sensord" / name
-
-
-def default_directory() -> Path:
-    """The shipped ``migrations/``."""
-    return shipped("migrations")
 
 
 def discover(directory: Path) -> list[Migration]:

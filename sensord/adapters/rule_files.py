@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from sensord.core.orders.policy import Policy, parse_policy
-from sensord.core.rules.model import RuleError, RuleSet, parse_rules
+from sensord.core.rules.model import RuleSet, parse_rules
+from sensord.errors import RuleError
 
 NOT_RULES = {"routing.toml"}  # the dispatcher's routing policy lives beside the rules
 

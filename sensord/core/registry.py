@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, Generic, NamedTuple, TypeVar
 
+from sensord.errors import CellError
+
 Key = tuple[str, ...]
 DbRow = tuple[Any, ...]
 
@@ -51,10 +53,6 @@ PLACES_FOR_KIND: Mapping[str, frozenset[str]] = {
 
 
 # --- cells -------------------------------------------------------------------
-
-
-class CellError(ValueError):
-    """A cell's text is not a valid value; the message never repeats the text (may be personal)."""
 
 
 Parser = Callable[[str], Any]

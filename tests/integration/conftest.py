@@ -9,8 +9,9 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.cli import main as sensord_main
+from sensord.paths import shipped
 from simulators.district import generate, write
 from simulators.protocol import SimDevice
 from tests.support.services import Broker, Daemon, create_database, drop_database
@@ -26,7 +27,7 @@ def database_dsn() -> Iterator[str]:
         pytest.fail(
             f"TimescaleDB on 127.0.0.1:5433 is not reachable; run scripts/services up ({exc})"
         )
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     yield dsn
     drop_database(dsn)
 
@@ -102,7 +103,7 @@ def demo_district(
     """
     dsn = create_database()
     try:
-        migrate(dsn, default_directory())
+        migrate(dsn, shipped("migrations"))
         monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
         district = tmp_path / "district"
         write(generate(1, "demo"), district)

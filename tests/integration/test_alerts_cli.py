@@ -17,11 +17,12 @@ import psycopg
 import pytest
 
 from sensord.adapters.alert_store import apply_evaluation
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.adapters.rule_files import load_rules
 from sensord.cli import main as sensord_main
 from sensord.core.rules.engine import Effect, Evaluation, subject_of
 from sensord.core.rules.state import Outcome
+from sensord.paths import shipped
 from simulators.district import generate, write
 from tests.support.services import REPO, create_database, drop_database
 
@@ -35,7 +36,7 @@ NOW = datetime.now(UTC)
 def registry_dsn(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A database with the schema and the demo district's registry."""
     dsn = create_database()
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     district = tmp_path_factory.mktemp("district")
     write(generate(1, "demo"), district)
     with pytest.MonkeyPatch.context() as patch:
@@ -588,7 +589,7 @@ def test_the_commands_refuse_a_schema_without_the_silence_columns(
     try:
         old = tmp_path / "migrations"
         old.mkdir()
-        for path in sorted(default_directory().glob("000[1-3]_*.sql")):
+        for path in sorted(shipped("migrations").glob("000[1-3]_*.sql")):
             (old / path.name).write_text(path.read_text())
         migrate(dsn, old)
         monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)

@@ -24,11 +24,12 @@ from prometheus_client import CollectorRegistry
 
 from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.adapters.registry_store import panorama, run_import
 from sensord.core.backoff import Backoff
 from sensord.core.context import DeviceContext
+from sensord.paths import shipped
 from sensord.registry_cli import read_directory
 from simulators.district import generate, write
 from simulators.protocol import SimDevice, reading
@@ -45,7 +46,7 @@ def registry_db() -> Iterator[str]:
         dsn = create_database()
     except psycopg.OperationalError as exc:
         pytest.fail(f"TimescaleDB on 127.0.0.1:5433 is not reachable ({exc})")
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     yield dsn
     drop_database(dsn)
 

@@ -14,9 +14,10 @@ from prometheus_client import CollectorRegistry
 
 from sensord.adapters.database import make_pool
 from sensord.adapters.metrics import Metrics
-from sensord.adapters.migrations import default_directory, migrate, pending
+from sensord.adapters.migrations import migrate, pending
 from sensord.config import DatabaseConfig, RetentionConfig
 from sensord.errors import MigrationError
+from sensord.paths import shipped
 from sensord.services.retention import run_retention
 from tests.support.services import create_database, drop_database
 
@@ -31,11 +32,11 @@ def empty_dsn() -> object:
 
 
 def test_migrate_applies_each_file_once(empty_dsn: str) -> None:
-    assert pending(empty_dsn, default_directory())
-    applied = migrate(empty_dsn, default_directory())
+    assert pending(empty_dsn, shipped("migrations"))
+    applied = migrate(empty_dsn, shipped("migrations"))
     assert [m.version for m in applied] == sorted(m.version for m in applied)
-    assert migrate(empty_dsn, default_directory()) == []
-    assert pending(empty_dsn, default_directory()) == []
+    assert migrate(empty_dsn, shipped("migrations")) == []
+    assert pending(empty_dsn, shipped("migrations")) == []
     with psycopg.connect(empty_dsn) as conn:
         row = conn.execute(
             "SELECT count(*) FROM timescaledb_information.hypertables"
@@ -46,14 +47,14 @@ def test_migrate_applies_each_file_once(empty_dsn: str) -> None:
 
 def test_concurrent_migrations_apply_once(empty_dsn: str) -> None:
     with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda _: migrate(empty_dsn, default_directory()), range(4)))
+        results = list(pool.map(lambda _: migrate(empty_dsn, shipped("migrations")), range(4)))
     assert sorted(len(r) for r in results)[:-1] == [0, 0, 0]
-    assert len(max(results, key=len)) == len(list(default_directory().glob("*.sql")))
+    assert len(max(results, key=len)) == len(list(shipped("migrations").glob("*.sql")))
 
 
 def test_a_changed_migration_is_refused(empty_dsn: str, tmp_path: Path) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(default_directory(), directory)
+    shutil.copytree(shipped("migrations"), directory)
     migrate(empty_dsn, directory)
     first = sorted(directory.glob("*.sql"))[0]
     first.write_text(first.read_text() + "\n-- edited\n")
@@ -63,7 +64,7 @@ def test_a_changed_migration_is_refused(empty_dsn: str, tmp_path: Path) -> None:
 
 def test_a_failing_migration_applies_nothing(empty_dsn: str, tmp_path: Path) -> None:
     directory = tmp_path / "migrations"
-    shutil.copytree(default_directory(), directory)
+    shutil.copytree(shipped("migrations"), directory)
     (directory / "9999_broken.sql").write_text("CREATE TABLE half (x int);\nSELECT nonsense;\n")
     with pytest.raises(MigrationError, match="9999_broken"):
         migrate(empty_dsn, directory)

@@ -15,7 +15,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
+from sensord.paths import shipped
 from tests.support.fleet import run_fleet, wait_for_all_readings
 from tests.support.listener import Listener
 from tests.support.orders import (
@@ -175,7 +176,7 @@ def test_upgrading_to_0005_does_not_turn_the_alert_history_into_orders(tmp_path:
     # become an order (escalated and announced) on the first start after it.
     before = tmp_path / "migrations"
     before.mkdir()
-    for path in sorted(default_directory().glob("000[1-4]_*.sql")):
+    for path in sorted(shipped("migrations").glob("000[1-4]_*.sql")):
         (before / path.name).write_text(path.read_text())
     dsn = create_database()
     try:
@@ -187,7 +188,7 @@ def test_upgrading_to_0005_does_not_turn_the_alert_history_into_orders(tmp_path:
                 " 'device:SMK-1', 'cleared', now() - interval '90 days',"
                 " now() - interval '90 days', now() - interval '89 days', 'condition cleared')"
             )
-        migrate(dsn, default_directory())
+        migrate(dsn, shipped("migrations"))
         with psycopg.connect(dsn) as db:
             row = db.execute(
                 "SELECT count(*) FROM alerts WHERE state = 'cleared'"

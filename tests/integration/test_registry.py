@@ -11,9 +11,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
 from sensord.cli import main
 from sensord.core.registry import ENTITIES
+from sensord.paths import shipped
 from simulators.district import generate, write
 from tests.support.services import create_database, drop_database
 
@@ -32,7 +33,7 @@ def registry_db(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
         pytest.fail(
             f"TimescaleDB on 127.0.0.1:5433 is not reachable; run scripts/services up ({exc})"
         )
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     monkeypatch.setenv("SENSORD_DATABASE__DSN", dsn)
     yield dsn
     drop_database(dsn)

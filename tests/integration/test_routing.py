@@ -10,7 +10,7 @@ from sensord.adapters.registry_snapshot import load_snapshot
 from sensord.core.orders.policy import parse_policy
 from sensord.core.orders.routing import route
 from sensord.core.rules.fields import context_fields
-from sensord.core.rules.model import RuleError
+from sensord.errors import RuleError
 
 pytestmark = pytest.mark.integration
 ROUTES = parse_policy(

@@ -12,7 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from sensord.adapters.migrations import default_directory, migrate
+from sensord.adapters.migrations import migrate
+from sensord.paths import shipped
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
 from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
@@ -36,7 +37,7 @@ when = "ppm >"
 @pytest.fixture
 def reload_db() -> Iterator[str]:
     dsn = create_database()
-    migrate(dsn, default_directory())
+    migrate(dsn, shipped("migrations"))
     with psycopg.connect(dsn, autocommit=True) as conn:
         for lane in LANES:
             conn.execute(

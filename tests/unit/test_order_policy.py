@@ -10,7 +10,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sensord.core.orders.policy import DEFAULT_CHAIN, Deadlines, Policy, parse_policy
-from sensord.core.rules.model import CATEGORIES, RuleError, Severity
+from sensord.core.rules.model import CATEGORIES, Severity
+from sensord.errors import RuleError
 
 REPO = Path(__file__).resolve().parents[2]
 SHIPPED = (REPO / "rules" / "routing.toml").read_text(encoding="utf-8")

@@ -10,9 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sensord.adapters.rule_files import load_rules
-from sensord.core.rules.expr import ExpressionError, compile_condition
-from sensord.core.rules.model import Rule, RuleError, parse_rules
+from sensord.core.rules.expr import compile_condition
+from sensord.core.rules.model import Rule, parse_rules
 from sensord.core.rules.state import Outcome, Phase, RuleState, step
+from sensord.errors import ExpressionError, RuleError
 
 REPO = Path(__file__).resolve().parents[2]
 T0 = datetime(2026, 11, 26, 12, 0, tzinfo=UTC)

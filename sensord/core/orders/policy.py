@@ -16,7 +16,8 @@ from typing import Annotated, Any, TypeVar
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from sensord.core.orders.routing import GRID_WORKER, Route
-from sensord.core.rules.model import Category, RuleError, Severity
+from sensord.core.rules.model import Category, Severity
+from sensord.errors import RuleError
 
 PositiveSeconds = Annotated[int, Field(gt=0)]
 M = TypeVar("M", bound=BaseModel)

@@ -17,8 +17,9 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, field_validator
 
 from sensord.core.context import DeviceContext
-from sensord.core.rules.expr import Condition, ExpressionError, compile_condition
+from sensord.core.rules.expr import Condition, compile_condition
 from sensord.core.rules.model import Category, Severity
+from sensord.errors import ExpressionError
 
 GRID_WORKER = "grid_worker"
 MAINTAINER = "maintainer"

@@ -20,6 +20,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sensord.errors import ExpressionError
+
 Fields = Mapping[str, Any]
 _MISSING = object()
 
@@ -33,10 +35,6 @@ _COMPARE: dict[type[ast.cmpop], Callable[[Any, Any], bool]] = {
     ast.In: lambda left, right: left in right,
     ast.NotIn: lambda left, right: left not in right,
 }
-
-
-class ExpressionError(ValueError):
-    """The condition text is not in the rule language; says where and why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
-from sensord.core.rules.expr import Condition, ExpressionError, compile_condition
+from sensord.core.rules.expr import Condition, compile_condition
 from sensord.core.topics import DEVICE_KINDS, KINDS
+from sensord.errors import ExpressionError, RuleError
 
 Severity = Literal["info", "warning", "major", "critical"]
 SEVERITY_ORDER: tuple[str, ...] = ("info", "warning", "major", "critical")
@@ -57,14 +58,6 @@ def _known_category(category: str) -> str:
 
 Category = Annotated[str, AfterValidator(_known_category)]  # an alert category of CATEGORIES
 Seconds = Annotated[float, Field(ge=0, le=366 * 86400)]
-
-
-class RuleError(ValueError):
-    """A rule set cannot be loaded; ``problems`` lists every ``file: rule: field: reason``."""
-
-    def __init__(self, problems: list[str]) -> None:
-        super().__init__("\n".join(problems))
-        self.problems = problems
 
 
 class _Strict(BaseModel):
