@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 from psycopg import AsyncCursor
 from psycopg.rows import class_row
 
-from sensord.adapters.order_store import OrderRow, select_orders
+from sensord.adapters.order_queries import OrderRow, fetch_orders
 from sensord.core.orders.report import OrderTimes
 
 Row = TypeVar("Row")
@@ -62,7 +62,7 @@ async def list_orders(
     if category is not None:
         clauses.append("category = %(category)s")
     where = " AND ".join(clauses) or "true"
-    return await select_orders(
+    return await fetch_orders(
         cur,
         f"{where} ORDER BY updated_at DESC, id DESC LIMIT %(limit)s",
         {"state": state, "org": org, "category": category, "limit": limit},

@@ -1,121 +1,57 @@
-"""Work orders in the database: every change validated by the pure state machine,
+"""Work orders changed in the database: every change validated by the pure state machine,
 audited in ``work_order_events`` and announced through the ``outbox``, all in the
 caller's transaction — an order change and its notifications commit together.
+
+Reads and claims are in ``order_queries``, the outbox's own statements in
+``outbox_store``; the rules (transitions, follow-ups, channels) in ``core/orders``.
 """
 
 from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
 from psycopg import AsyncCursor
 from psycopg.rows import class_row
 
+from sensord.adapters.order_queries import COLUMNS, OrderRow, load_order
+from sensord.adapters.outbox_store import enqueue
 from sensord.config import Settings
 from sensord.core.orders.lifecycle import Due, due_after
-from sensord.core.orders.machine import Event, Order, State, apply
+from sensord.core.orders.machine import Event, State, apply, follow_up
 from sensord.core.orders.notices import (
     Contact,
     Recipient,
-    dispatch_topic,
+    deliveries,
     message_id,
     order_notice,
 )
 from sensord.core.orders.policy import Deadlines
 from sensord.core.orders.routing import Party
 
+# Where the other modules and the tests have always found them.
+__all__ = [
+    "SYSTEM",
+    "Changes",
+    "NewOrder",
+    "OrderRow",
+    "Outlets",
+    "advance",
+    "clear_deadline",
+    "create_order",
+    "enqueue",
+    "link_alert",
+    "load_order",
+    "notify",
+    "record",
+    "transition",
+]
+
 SYSTEM = "sensord"  # actor and role of the daemon's own steps
-
-
-@dataclass(frozen=True, slots=True)
-class OrderRow:
-    """A row of ``work_orders``."""
-
-    id: int
-    alert_id: int
-    alert_episode: int
-    rule: str
-    subject: str
-    category: str
-    severity: str
-    street_id: str | None
-    device_id: str | None
-    address_id: str | None
-    area_id: str | None
-    place: dict[str, Any]
-    state: str
-    owner_role: str
-    owner_org: str | None
-    owner_staff: str | None
-    unrouted: bool
-    notified: list[dict[str, Any]]
-    escalation_level: int
-    resolved_by_role: str | None
-    sla_ack_s: int
-    sla_arrive_s: int
-    sla_resolve_s: int
-    verify_hold_s: int
-    due_phase: str | None
-    due_at: datetime | None
-    created_at: datetime
-    dispatched_at: datetime | None
-    acknowledged_at: datetime | None
-    arrived_at: datetime | None
-    resolved_at: datetime | None
-    verified_at: datetime | None
-    closed_at: datetime | None
-    cancelled_at: datetime | None
-    reopen_count: int
-    updated_at: datetime
-
-    @property
-    def deadlines(self) -> Deadlines:
-        """The SLA fixed at creation."""
-        return Deadlines(self.sla_ack_s, self.sla_arrive_s, self.sla_resolve_s, self.verify_hold_s)
-
-    def machine(self) -> Order:
-        """The state-machine view of the row."""
-        return Order(self.id, State(self.state), self.escalation_level, self.resolved_by_role)
-
-    def public(self) -> dict[str, Any]:
-        """The order as ``--json`` and notifications show it (no personal data)."""
-        return {
-            "id": self.id,
-            "state": self.state,
-            "category": self.category,
-            "severity": self.severity,
-            "owner_org": self.owner_org,
-            "owner_role": self.owner_role,
-            "owner_staff": self.owner_staff,
-            "unrouted": self.unrouted,
-            "alert_id": self.alert_id,
-            "device_id": self.device_id,
-            "address_id": self.address_id,
-            "street_id": self.street_id,
-            "place": self.place,
-            "deadline": self.due_at.isoformat() if self.due_at else None,
-            "deadline_phase": self.due_phase,
-            "escalation_level": self.escalation_level,
-            "reopen_count": self.reopen_count,
-            "created_at": self.created_at.isoformat(),
-        }
-
-    def parties(self) -> list[Recipient]:
-        """The owner, then every notified party."""
-        owner = Recipient(self.owner_role, self.owner_org, self.owner_staff, "owner")
-        notified = [
-            Recipient(p["role"], p.get("org_id"), p.get("staff_id"), "notified")
-            for p in self.notified
-            if p.get("org_id") != self.owner_org
-        ]
-        return [owner, *notified]
-
-
-COLUMNS = ", ".join(f.name for f in fields(OrderRow))
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,27 +77,6 @@ class Changes:
     breaches: Counter[str] = field(default_factory=Counter)  # phase
     late_s: list[float] = field(default_factory=list)  # how late each escalation was
     notices: int = 0
-
-
-async def load_order(
-    cur: AsyncCursor[Any], order_id: int, *, lock: bool = False
-) -> OrderRow | None:
-    """One order, locked FOR UPDATE when ``lock``."""
-    async with cur.connection.cursor(row_factory=class_row(OrderRow)) as typed:
-        await typed.execute(
-            f"SELECT {COLUMNS} FROM work_orders WHERE id = %s" + (" FOR UPDATE" if lock else ""),
-            (order_id,),
-        )
-        return await typed.fetchone()
-
-
-async def select_orders(
-    cur: AsyncCursor[Any], where: str, params: Sequence[Any] | Mapping[str, Any]
-) -> list[OrderRow]:
-    """Orders matching a WHERE clause written by this package (never by a user)."""
-    async with cur.connection.cursor(row_factory=class_row(OrderRow)) as typed:
-        await typed.execute(f"SELECT {COLUMNS} FROM work_orders WHERE {where}", params)
-        return await typed.fetchall()
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +148,26 @@ async def create_order(
         cur, order, Event.DISPATCH, at=now, actor=SYSTEM, role=SYSTEM, note=note,
         outlets=outlets, changes=changes,
     )  # fmt: skip
+
+
+async def link_alert(
+    cur: AsyncCursor[Any], order: OrderRow, alert_id: int, episode: int, now: datetime
+) -> OrderRow:
+    """Point the order at the alert episode that recurred; the order as it now is."""
+    await cur.execute(
+        "UPDATE work_orders SET alert_id = %s, alert_episode = %s, updated_at = %s WHERE id = %s",
+        (alert_id, episode, now, order.id),
+    )
+    return replace(order, alert_id=alert_id, alert_episode=episode, updated_at=now)
+
+
+async def clear_deadline(cur: AsyncCursor[Any], order: OrderRow, now: datetime) -> OrderRow:
+    """No deadline left to run (a breach at the top of the chain); the order as it now is."""
+    await cur.execute(
+        "UPDATE work_orders SET due_phase = NULL, due_at = NULL, updated_at = %s WHERE id = %s",
+        (now, order.id),
+    )
+    return replace(order, due_phase=None, due_at=None, updated_at=now)
 
 
 # The row's timestamp column each event sets, and the cycle a reopen starts afresh.
@@ -307,14 +242,6 @@ async def transition(
     return updated
 
 
-# The step that follows an event at once: closure is the verified state's only way
-# on, and a reopened order goes straight back to its owner.
-_FOLLOW_UP = {
-    Event.VERIFY: (Event.CLOSE, "closed after verification"),
-    Event.REOPEN: (Event.DISPATCH, ""),
-}
-
-
 async def advance(
     cur: AsyncCursor[Any],
     order: OrderRow,
@@ -328,18 +255,18 @@ async def advance(
     changes: Changes,
     detail: Mapping[str, Any] | None = None,
 ) -> OrderRow:
-    """``transition``, then the step that follows it at once (verify → close, reopen →
-    dispatch), both audited and announced."""
+    """``transition``, then the step that follows it at once (``machine.follow_up``:
+    verify → close, reopen → dispatch), both audited and announced."""
     moved = await transition(
         cur, order, event, at=at, actor=actor, role=role, note=note,
         outlets=outlets, changes=changes, detail=detail,
     )  # fmt: skip
-    follow_up = _FOLLOW_UP.get(event)
-    if follow_up is None:
+    then = follow_up(event)
+    if then is None:
         return moved
-    then, why = follow_up
+    event, why = then
     return await transition(
-        cur, moved, then, at=at, actor=SYSTEM, role=SYSTEM, note=why,
+        cur, moved, event, at=at, actor=SYSTEM, role=SYSTEM, note=why,
         outlets=outlets, changes=changes,
     )  # fmt: skip
 
@@ -402,35 +329,15 @@ async def notify(
     view = order.public()
     rows = []
     for recipient in (*order.parties(), *extra):
-        channels = ["mqtt"]
-        if recipient.org_id in outlets.webhook_orgs:
-            channels.append("webhook")
-        for channel in channels:
-            key = message_id(order.id, event_id, recipient, channel)
+        for way in deliveries(recipient, outlets.prefix, order.street_id, outlets.webhook_orgs):
+            key = message_id(order.id, event_id, recipient, way.channel)
             payload = order_notice(
                 key=key, event=event, at=at, order=view, recipient=recipient,
                 contacts=contacts, note=note,
             )  # fmt: skip
-            destination = (
-                dispatch_topic(outlets.prefix, order.street_id, recipient.org_id)
-                if channel == "mqtt"
-                else str(recipient.org_id)
-            )
-            rows.append((order.id, channel, destination, json.dumps(payload), key, at))
+            rows.append((order.id, way.channel, way.destination, json.dumps(payload), key, at))
     await enqueue(cur, rows)
     changes.notices += len(rows)
-
-
-async def enqueue(cur: AsyncCursor[Any], rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert outbox rows ``(order_id, channel, destination, payload, key, at)``; a key seen
-    before (a retried transaction) is skipped."""
-    if rows:
-        await cur.executemany(
-            "INSERT INTO outbox (order_id, channel, destination, payload, idempotency_key,"
-            " created_at, next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
-            " ON CONFLICT (idempotency_key) DO NOTHING",
-            [(*row, row[-1]) for row in rows],
-        )
 
 
 async def _contacts(cur: AsyncCursor[Any], order: OrderRow) -> list[Contact]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -21,18 +20,30 @@ from psycopg import AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
+from sensord.adapters.order_queries import (
+    OrderRow,
+    UndispatchedAlert,
+    claim_due_orders,
+    claim_undispatched_alerts,
+    claim_verifiable_orders,
+    lock_latest_order,
+    mark_dispatched,
+    next_deadline,
+    order_counts,
+)
 from sensord.adapters.order_store import (
     SYSTEM,
     Changes,
     NewOrder,
-    OrderRow,
     Outlets,
     advance,
+    clear_deadline,
     create_order,
+    link_alert,
     record,
-    select_orders,
     transition,
 )
+from sensord.adapters.outbox_store import outbox_backlog
 from sensord.clock import Clock
 from sensord.core.backoff import Backoff
 from sensord.core.context import DeviceContext
@@ -48,27 +59,12 @@ from sensord.core.orders.notices import place_summary
 from sensord.core.orders.policy import Policy
 from sensord.core.orders.routing import route
 from sensord.core.rules.fields import context_fields
-from sensord.core.rules.model import Severity, higher_severity
+from sensord.core.rules.model import higher_severity
 from sensord.services.polling import poll
 
 log = logging.getLogger("sensord.dispatch")
 
 _ORDER_STATES = tuple(s.value for s in State)
-
-
-@dataclass(frozen=True, slots=True)
-class AlertRow:
-    """An alert whose firing episode has not been dispatched yet."""
-
-    id: int
-    rule: str
-    category: str
-    severity: Severity
-    subject: str
-    device_id: str | None
-    address_id: str | None
-    episode: int
-    silenced: bool
 
 
 class Dispatcher:
@@ -122,25 +118,18 @@ class Dispatcher:
         # A deadline is handled when it falls due, not at the next poll: a timer
         # wakes the loop then (the poll still covers other instances' changes).
         async with self._pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT min(due_at) FROM work_orders WHERE due_at IS NOT NULL")
-            row = await cur.fetchone()
+            due_at = await next_deadline(cur)
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
-        if row is not None and row[0] is not None:
-            delay = max((row[0] - self._clock.now()).total_seconds(), 0.0)
+        if due_at is not None:
+            delay = max((due_at - self._clock.now()).total_seconds(), 0.0)
             self._timer = asyncio.get_running_loop().call_later(delay, self.wake.set)
 
     # --- alerts -> orders
 
     async def _dispatch_alerts(self, cur: AsyncCursor[Any], now: datetime, changes: Changes) -> int:
-        await cur.execute(
-            "SELECT id, rule, category, severity, subject, device_id, address_id, episode,"
-            " silenced_by IS NOT NULL FROM alerts WHERE dispatched_episode < episode"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (self._batch,),
-        )
-        alerts = [AlertRow(*row) for row in await cur.fetchall()]
+        alerts = await claim_undispatched_alerts(cur, self._batch)
         for alert in alerts:
             try:
                 # A savepoint each: another instance creating the subject's order at
@@ -148,22 +137,15 @@ class Dispatcher:
                 async with cur.connection.transaction():
                     if not alert.silenced:  # a maintenance window: no order, by design
                         await self._dispatch(cur, alert, now, changes)
-                    await cur.execute(
-                        "UPDATE alerts SET dispatched_episode = %s WHERE id = %s",
-                        (alert.episode, alert.id),
-                    )
+                    await mark_dispatched(cur, alert)
             except psycopg.errors.UniqueViolation:
                 log.info("order raced by another instance; retried", extra={"alert_id": alert.id})
         return len(alerts)
 
     async def _dispatch(
-        self, cur: AsyncCursor[Any], alert: AlertRow, now: datetime, changes: Changes
+        self, cur: AsyncCursor[Any], alert: UndispatchedAlert, now: datetime, changes: Changes
     ) -> None:
-        latest = await select_orders(
-            cur, "rule = %s AND subject = %s ORDER BY id DESC LIMIT 1 FOR UPDATE",
-            (alert.rule, alert.subject),
-        )  # fmt: skip
-        order = latest[0] if latest else None
+        order = await lock_latest_order(cur, alert.rule, alert.subject)
         decision = recurrence(
             State(order.state) if order else None,
             order.closed_at if order else None,
@@ -185,13 +167,8 @@ class Dispatcher:
                 },
             )
             return
-        await cur.execute(
-            "UPDATE work_orders SET alert_id = %s, alert_episode = %s, updated_at = %s"
-            " WHERE id = %s",
-            (alert.id, alert.episode, now, order.id),
-        )
         # What the notices show must be the order as it now is: linked to this alert.
-        order = replace(order, alert_id=alert.id, alert_episode=alert.episode, updated_at=now)
+        order = await link_alert(cur, order, alert.id, alert.episode, now)
         if decision is Recurrence.ATTACH:
             await record(
                 cur, order, "recur", at=now, note="the alert recurred while the order is open",
@@ -204,7 +181,7 @@ class Dispatcher:
         )  # fmt: skip
         log.info("work order reopened", extra={"order_id": order.id, "alert_id": alert.id})
 
-    def _new_order(self, alert: AlertRow) -> NewOrder:
+    def _new_order(self, alert: UndispatchedAlert) -> NewOrder:
         context = self._context(alert.device_id) if alert.device_id else None
         decision = route(self.policy.routes, alert.category, context, context_fields(context))
         severity = higher_severity(alert.severity, decision.severity)
@@ -230,10 +207,7 @@ class Dispatcher:
     # --- deadlines
 
     async def _escalate_due(self, cur: AsyncCursor[Any], now: datetime, changes: Changes) -> int:
-        due = await select_orders(
-            cur, "due_at <= %s ORDER BY due_at, id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (now, self._batch),
-        )  # fmt: skip
+        due = await claim_due_orders(cur, now, self._batch)
         for order in due:
             await self._escalate(cur, order, now, changes)
         return len(due)
@@ -256,12 +230,7 @@ class Dispatcher:
         }
         if target is None:
             # The top of the chain: recorded and announced, nothing above to hand it to.
-            await cur.execute(
-                "UPDATE work_orders SET due_phase = NULL, due_at = NULL, updated_at = %s"
-                " WHERE id = %s",
-                (now, order.id),
-            )
-            topped = replace(order, due_phase=None, due_at=None, updated_at=now)
+            topped = await clear_deadline(cur, order, now)
             await record(
                 cur, topped, "breach", at=now, outlets=self._outlets, changes=changes,
                 note=f"{phase} deadline missed at the top of the escalation chain", detail=detail,
@@ -293,15 +262,7 @@ class Dispatcher:
     ) -> int:
         # The sensor is back to normal (its alert cleared by the rule, not by
         # hand), has stayed so for the hold time, and has not fired since.
-        ready = await select_orders(
-            cur,
-            "state = 'resolved' AND EXISTS (SELECT 1 FROM alerts a WHERE a.id = alert_id"
-            " AND a.state = 'cleared' AND a.clear_reason = 'condition cleared'"
-            " AND a.episode = alert_episode"
-            " AND a.cleared_at <= %s - make_interval(secs => verify_hold_s))"
-            " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
-            (now, self._batch),
-        )
+        ready = await claim_verifiable_orders(cur, now, self._batch)
         for order in ready:
             await advance(
                 cur, order, Event.VERIFY, at=now, actor=SYSTEM, role=TELEMETRY,
@@ -321,14 +282,8 @@ class Dispatcher:
         """
         now = self._clock.now()
         async with self._pool.connection() as conn, conn.cursor() as cur:
-            await cur.execute("SELECT state, count(*) FROM work_orders GROUP BY state")
-            by_state: dict[str, int] = dict(await cur.fetchall())
-            await cur.execute(
-                "SELECT count(*) FROM work_orders WHERE due_at < %s", (now - self._grace,)
-            )
-            overdue = (await cur.fetchone() or (0,))[0]
-            await cur.execute("SELECT count(*), min(created_at) FROM outbox WHERE sent_at IS NULL")
-            pending, oldest = await cur.fetchone() or (0, None)
+            by_state, overdue = await order_counts(cur, now - self._grace)
+            pending, oldest = await outbox_backlog(cur)
         for state in _ORDER_STATES:
             self._metrics.orders.labels(state).set(by_state.get(state, 0))
         self._metrics.order_deadlines_overdue.set(overdue)

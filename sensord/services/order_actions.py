@@ -1,5 +1,7 @@
 """People acting on orders: the CLI and the MQTT command topic share one path.
 
+``find_actor`` (the registry's staff lookup) is re-exported for the CLI.
+
 ``act`` applies an event in the caller's transaction: a verification closes
 the order at once, a reopen dispatches it again at once. ``CommandHandler``
 serves ``<prefix>/<street>/orders/<id>/events``: it authorises the sender
@@ -22,17 +24,11 @@ from psycopg import AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
-from sensord.adapters.order_store import (
-    Changes,
-    OrderRow,
-    Outlets,
-    advance,
-    enqueue,
-    load_order,
-)
+from sensord.adapters.order_queries import OrderRow, find_actor, load_order, request_seen
+from sensord.adapters.order_store import Changes, Outlets, advance
+from sensord.adapters.outbox_store import enqueue
 from sensord.clock import Clock
 from sensord.core.orders.commands import (
-    Actor,
     CommandRejected,
     CommandTopic,
     authorise,
@@ -41,6 +37,8 @@ from sensord.core.orders.commands import (
 from sensord.core.orders.machine import Event, TransitionError
 from sensord.core.orders.notices import reply_topic
 from sensord.errors import SensordError, StorageUnavailable
+
+__all__ = ["CommandHandler", "OrderNotFound", "act", "find_actor"]
 
 log = logging.getLogger("sensord.orders")
 
@@ -70,17 +68,6 @@ async def act(
         cur, order, event, at=now, actor=by, role=role, note=note,
         outlets=outlets, changes=changes,
     )  # fmt: skip
-
-
-async def find_actor(cur: AsyncCursor[Any], staff_id: str) -> Actor | None:
-    """A member of staff and their organisation, from the registry."""
-    await cur.execute(
-        "SELECT s.staff_id, s.org_id, o.org_type, s.role FROM staff s"
-        " JOIN organisations o USING (org_id) WHERE s.staff_id = %s",
-        (staff_id,),
-    )
-    row = await cur.fetchone()
-    return Actor(*row) if row else None
 
 
 class CommandHandler:
@@ -123,7 +110,7 @@ class CommandHandler:
                     raise CommandRejected("not_found", f"order {where.order_id} does not exist")
                 # Checked under the order's lock: a redelivery racing its first copy on
                 # another instance sees the first one's commit.
-                if request_id and await _seen(cur, where.order_id, request_id):
+                if request_id and await request_seen(cur, where.order_id, request_id):
                     return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 actor = await find_actor(cur, command.by)
                 parties = {p["org_id"] for p in order.notified if p.get("org_id")}
@@ -175,11 +162,3 @@ class CommandHandler:
         topic = reply_topic(self._outlets.prefix, where.street, where.order_id)
         order_id = where.order_id if body.get("error") != "not_found" else None
         await enqueue(cur, [(order_id, "mqtt", topic, json.dumps(message), key, now)])
-
-
-async def _seen(cur: AsyncCursor[Any], order_id: int, request_id: str) -> bool:
-    await cur.execute(
-        "SELECT 1 FROM work_order_events WHERE order_id = %s AND detail->>'request_id' = %s",
-        (order_id, request_id),
-    )
-    return await cur.fetchone() is not None

@@ -23,6 +23,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.mqtt_publisher import MqttPublisher
+from sensord.adapters.outbox_store import claim_outbox, mark_failed, mark_sent
 from sensord.adapters.webhooks import WebhookSender
 from sensord.clock import Clock
 from sensord.core.backoff import Backoff
@@ -91,41 +92,31 @@ class OutboxRelay:
         lease = timedelta(seconds=self._lease_s)
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
             now = self._clock.now()
-            await cur.execute(
-                "UPDATE outbox SET next_attempt_at = %s, attempts = attempts + 1"
-                " WHERE id IN (SELECT id FROM outbox WHERE sent_at IS NULL"
-                " AND next_attempt_at <= %s"
-                " AND (channel <> 'mqtt' OR %s)"  # broker down: not an attempt, no backoff
-                " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED)"
-                " RETURNING id, channel, destination, payload, idempotency_key, attempts",
-                (now + lease, now, self._publisher.connected, self._batch),
-            )
-            rows = sorted(await cur.fetchall())
+            # The broker down: MQTT rows are not attempted, so no backoff is spent on them.
+            rows = await claim_outbox(
+                cur, now, lease_until=now + lease, mqtt=self._publisher.connected,
+                limit=self._batch,
+            )  # fmt: skip
         if not rows:
             return 0
-        results = await asyncio.gather(*(self._send(*row[1:5]) for row in rows))
+        results = await asyncio.gather(
+            *(self._send(r.channel, r.destination, r.payload, r.idempotency_key) for r in rows)
+        )
         now = self._clock.now()
-        sent = [(now, row[0]) for row, error in zip(rows, results, strict=True) if not error]
+        sent = [(now, row.id) for row, error in zip(rows, results, strict=True) if not error]
         failed = [
-            (now + self._delay(row[5]), error, row[0])
+            (now + self._delay(row.attempts), error, row.id)
             for row, error in zip(rows, results, strict=True)
             if error
         ]
         async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            if sent:
-                await cur.executemany(
-                    "UPDATE outbox SET sent_at = %s, last_error = NULL WHERE id = %s", sent
-                )
-            if failed:
-                await cur.executemany(
-                    "UPDATE outbox SET next_attempt_at = %s, last_error = %s WHERE id = %s",
-                    failed,
-                )
+            await mark_sent(cur, sent)
+            await mark_failed(cur, failed)
         for row, error in zip(rows, results, strict=True):
             outcome = (
                 self._metrics.notification_failures if error else self._metrics.notifications_sent
             )
-            outcome.labels(row[1]).inc()
+            outcome.labels(row.channel).inc()
         if failed:
             log.warning(
                 "notifications not delivered; will retry",

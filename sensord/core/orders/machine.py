@@ -67,6 +67,19 @@ for _state in OPEN_STATES:
     TRANSITIONS[_state][Event.ESCALATE] = _state  # up the grid; the state stays
 
 
+# The step that follows an event at once: closure is the verified state's only way
+# on, and a reopened order goes straight back to its owner.
+FOLLOW_UP: dict[Event, tuple[Event, str]] = {
+    Event.VERIFY: (Event.CLOSE, "closed after verification"),
+    Event.REOPEN: (Event.DISPATCH, ""),
+}
+
+
+def follow_up(event: Event) -> tuple[Event, str] | None:
+    """The event the daemon applies at once after ``event``, and its note; None if none."""
+    return FOLLOW_UP.get(event)
+
+
 class TransitionError(SensordError):
     """An event that the order's state does not allow, or a closed-loop rule broken."""
 

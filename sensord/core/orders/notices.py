@@ -50,6 +50,24 @@ def dispatch_topic(prefix: str, street: str | None, org_id: str | None) -> str:
     return f"{prefix}/{street or 'unknown'}/dispatch/{org_id or 'unrouted'}"
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """One way a recipient is told: the channel and where on it."""
+
+    channel: str  # mqtt, webhook
+    destination: str  # an MQTT topic, or the organisation whose webhook is called
+
+
+def deliveries(
+    recipient: Recipient, prefix: str, street: str | None, webhook_orgs: frozenset[str]
+) -> tuple[Delivery, ...]:
+    """Every recipient is told over MQTT; an organisation with a webhook over it too."""
+    mqtt = Delivery("mqtt", dispatch_topic(prefix, street, recipient.org_id))
+    if recipient.org_id in webhook_orgs:
+        return (mqtt, Delivery("webhook", str(recipient.org_id)))
+    return (mqtt,)
+
+
 def is_notification(topic: str, prefix: str) -> bool:
     """Whether ``topic`` is a dispatch topic (``<prefix>/<street>/dispatch/<org_id>``).
 
