@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 import random
 import re
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,32 @@ from tests.support.services import REPO, Daemon, wait_until
 
 DISPATCH = "sensord/v1/+/dispatch/#"
 REPLIES = "sensord/v1/+/orders/+/replies"
+
+
+@dataclass
+class FakeClock:
+    """A ``sensord.clock.Clock`` that stands still until the test moves it."""
+
+    at: datetime
+    seconds: float = 0.0  # the monotonic reading
+
+    def now(self) -> datetime:
+        """The wall time the test set."""
+        return self.at
+
+    def monotonic(self) -> float:
+        """Moves with ``advance``, never back."""
+        return self.seconds
+
+    def advance(self, delta: timedelta) -> None:
+        """Move both clocks forward by ``delta``."""
+        assert delta >= timedelta(0), "a clock never goes back"
+        self.at += delta
+        self.seconds += delta.total_seconds()
+
+    def set(self, at: datetime) -> None:
+        """Move the wall clock to ``at`` (not before now)."""
+        self.advance(at - self.at)
 
 
 def policy_dir(
