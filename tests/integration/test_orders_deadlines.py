@@ -1,4 +1,5 @@
-"""The dispatcher's deadline logic, driven in-process by a fake clock on a real database.
+"""The dispatcher's deadlines (and its telemetry verification and recurrences), driven
+in-process by a fake clock on a real database.
 
 No daemon, no broker and no waiting: the dispatcher is built on a fresh database
 holding the demo district, alerts are inserted as the rule pipeline would leave
@@ -20,12 +21,14 @@ from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.order_queries import OrderRow, load_order, next_deadline
-from sensord.adapters.order_store import Outlets
+from sensord.adapters.order_store import Changes, Outlets
 from sensord.adapters.registry_snapshot import load_snapshot
 from sensord.adapters.rule_files import load_policy
 from sensord.core.orders.lifecycle import escalation_target, phase_budget
+from sensord.core.orders.machine import Event
 from sensord.paths import shipped
 from sensord.services.dispatcher import Dispatcher
+from sensord.services.order_actions import act
 from tests.support.orders import FakeClock
 
 pytestmark = pytest.mark.integration
@@ -80,6 +83,13 @@ class Harness:
                 " WHERE order_id = %s AND event = 'escalate' ORDER BY id",
                 (order_id,),
             ).fetchall()
+
+    def events(self, order_id: int) -> list[str]:
+        with psycopg.connect(self.dsn) as db:
+            rows = db.execute(
+                "SELECT event FROM work_order_events WHERE order_id = %s ORDER BY id", (order_id,)
+            ).fetchall()
+        return [event for (event,) in rows]
 
     def counted(self, name: str, **labels: str) -> float:
         return self.metrics.registry.get_sample_value(name, labels) or 0.0
@@ -158,5 +168,85 @@ def test_a_missed_deadline_escalates_once_to_the_next_owner(
         assert h.counted("sensord_order_escalations_total", level="1") == 1
         assert h.counted("sensord_order_sla_breaches_total", phase="ack") == 1
         assert await h.next_deadline() == escalated.due_at
+
+    run(demo_district, scenario)
+
+
+def test_every_deadline_climbs_one_level_until_the_top(demo_district: tuple[str, Path]) -> None:
+    async def scenario(h: Harness) -> None:
+        order = await dispatched(h, DEVICES[0])
+        context = h.snapshot.context(DEVICES[0])
+        chain = h.policy.orders.escalation
+        owners = [(order.owner_role, order.owner_org)]
+        while (target := escalation_target(chain, owners[-1][0], context)) is not None:
+            owners.append((target.role, target.org_id))
+        assert len(owners) > 1
+        current = order
+        for level, owner in enumerate(owners[1:], start=1):
+            assert current.due_at is not None
+            h.clock.set(current.due_at + timedelta(seconds=1))
+            await h.dispatcher.step()
+            current = await h.order_of(DEVICES[0])
+            assert (current.owner_role, current.owner_org, current.escalation_level) == (
+                *owner,
+                level,
+            )
+        # The top: the missed deadline is a breach, and nothing is due any more.
+        assert current.due_at is not None
+        h.clock.set(current.due_at + timedelta(seconds=1))
+        await h.dispatcher.step()
+        topped = await h.order_of(DEVICES[0])
+        assert (topped.due_at, topped.due_phase, topped.escalation_level) == (
+            None,
+            None,
+            len(owners) - 1,
+        )
+        assert len(h.escalations(order.id)) == len(owners) - 1
+        assert h.events(order.id)[-1] == "breach"
+        assert await h.next_deadline() is None
+        assert h.counted("sensord_order_sla_breaches_total", phase="ack") == len(owners)
+
+    run(demo_district, scenario)
+
+
+def test_telemetry_verifies_only_after_the_hold(demo_district: tuple[str, Path]) -> None:
+    async def scenario(h: Harness) -> None:
+        order = await dispatched(h, DEVICES[0])
+        async with h.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+            for event in (Event.ACK, Event.ARRIVE, Event.RESOLVE):
+                await act(
+                    cur, order.id, event, by="S-00033", role="property_staff", note="",
+                    now=h.clock.now(), outlets=Outlets("sensord/v1"), changes=Changes(),
+                )  # fmt: skip
+        cleared_at = h.clock.now()
+        with psycopg.connect(h.dsn, autocommit=True) as db:
+            db.execute(
+                "UPDATE alerts SET state = 'cleared', clear_reason = 'condition cleared',"
+                " cleared_at = %s WHERE id = %s",
+                (cleared_at, order.alert_id),
+            )
+        hold = timedelta(seconds=order.verify_hold_s)
+        h.clock.set(cleared_at + hold - timedelta(milliseconds=1))
+        await h.dispatcher.step()
+        assert (await h.order_of(DEVICES[0])).state == "resolved"
+        h.clock.set(cleared_at + hold)
+        await h.dispatcher.step()
+        assert (await h.order_of(DEVICES[0])).state == "closed"
+        assert h.events(order.id)[-2:] == ["verify", "close"]
+
+    run(demo_district, scenario)
+
+
+def test_a_new_episode_while_open_is_attached(demo_district: tuple[str, Path]) -> None:
+    async def scenario(h: Harness) -> None:
+        order = await dispatched(h, DEVICES[0])
+        with psycopg.connect(h.dsn, autocommit=True) as db:
+            db.execute("UPDATE alerts SET episode = 2 WHERE id = %s", (order.alert_id,))
+        h.clock.advance(timedelta(seconds=5))
+        await h.dispatcher.step()
+        attached = await h.order_of(DEVICES[0])
+        assert (attached.id, attached.alert_episode, attached.state) == (order.id, 2, "dispatched")
+        assert attached.updated_at == h.clock.now()
+        assert h.events(order.id)[-1] == "recur"
 
     run(demo_district, scenario)
