@@ -19,7 +19,7 @@ from psycopg import AsyncCursor
 from psycopg.rows import class_row
 
 from sensord.adapters.order_queries import COLUMNS, OrderRow, load_order
-from sensord.adapters.outbox_store import enqueue
+from sensord.adapters.outbox_store import Queued, enqueue
 from sensord.config import Settings
 from sensord.core.orders.lifecycle import Due, due_after
 from sensord.core.orders.machine import Event, State, apply, follow_up
@@ -335,7 +335,9 @@ async def notify(
                 key=key, event=event, at=at, order=view, recipient=recipient,
                 contacts=contacts, note=note,
             )  # fmt: skip
-            rows.append((order.id, way.channel, way.destination, json.dumps(payload), key, at))
+            rows.append(
+                Queued(order.id, way.channel, way.destination, json.dumps(payload), key, at)
+            )
     await enqueue(cur, rows)
     changes.notices += len(rows)
 

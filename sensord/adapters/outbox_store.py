@@ -11,9 +11,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from psycopg import AsyncCursor
+
+
+class Queued(NamedTuple):
+    """A message to queue: for an order (None: a reply about no order), on a channel."""
+
+    order_id: int | None
+    channel: str
+    destination: str
+    payload: str  # JSON
+    key: str  # idempotency key: a second insert of it is skipped
+    at: datetime
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -28,15 +39,15 @@ class OutboxClaim:
     attempts: int
 
 
-async def enqueue(cur: AsyncCursor[Any], rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert outbox rows ``(order_id, channel, destination, payload, key, at)``; a key seen
-    before (a retried transaction) is skipped."""
+async def enqueue(cur: AsyncCursor[Any], rows: Sequence[Queued]) -> None:
+    """Insert outbox rows, due at once; a key seen before (a retried transaction) is
+    skipped."""
     if rows:
         await cur.executemany(
             "INSERT INTO outbox (order_id, channel, destination, payload, idempotency_key,"
             " created_at, next_attempt_at) VALUES (%s, %s, %s, %s, %s, %s, %s)"
             " ON CONFLICT (idempotency_key) DO NOTHING",
-            [(*row, row[-1]) for row in rows],
+            [(*row, row.at) for row in rows],
         )
 
 

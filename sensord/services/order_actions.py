@@ -1,13 +1,14 @@
 """People acting on orders: the CLI and the MQTT command topic share one path.
 
-``find_actor`` (the registry's staff lookup) is re-exported for the CLI.
-
 ``act`` applies an event in the caller's transaction: a verification closes
 the order at once, a reopen dispatches it again at once. ``CommandHandler``
 serves ``<prefix>/<street>/orders/<id>/events``: it authorises the sender
 against the registry, applies the command and queues the reply in the outbox,
 and returns only after the commit — the broker's PUBACK follows, so a crash
 before it redelivers the command, which ``request_id`` makes harmless.
+
+The statements are named queries in the adapters; ``find_actor`` (the registry's
+staff lookup) is re-exported here for the CLI.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ from psycopg_pool import AsyncConnectionPool
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.order_queries import OrderRow, find_actor, load_order, request_seen
 from sensord.adapters.order_store import Changes, Outlets, advance
-from sensord.adapters.outbox_store import enqueue
+from sensord.adapters.outbox_store import Queued, enqueue
 from sensord.clock import Clock
 from sensord.core.orders.commands import (
     CommandRejected,
@@ -161,4 +162,4 @@ class CommandHandler:
         message = {"v": 1, "order_id": where.order_id, "request_id": request_id, **body}
         topic = reply_topic(self._outlets.prefix, where.street, where.order_id)
         order_id = where.order_id if body.get("error") != "not_found" else None
-        await enqueue(cur, [(order_id, "mqtt", topic, json.dumps(message), key, now)])
+        await enqueue(cur, [Queued(order_id, "mqtt", topic, json.dumps(message), key, now)])
