@@ -12,9 +12,10 @@
 #       -> [ 53.3s] TimescaleDB root: cached
 #
 # A script run by another one (scripts/demo runs scripts/bootstrap and
-# scripts/services) finds SENSORD_STEPS_LOG and SENSORD_STEPS_T0 in its
-# environment and keeps its caller's log and clock, so one first run is one
-# log and one time line.
+# scripts/services) finds STEPS_LOG and STEPS_T0 in its environment and keeps
+# its caller's log and clock, so one first run is one log and one time line.
+# (Not SENSORD_*: sensord refuses SENSORD_ variables that name no config section,
+# and the daemons that scripts/demo and the tests start inherit this environment.)
 #
 # `step` runs its command in a subshell with errexit on and stdout/stderr
 # appended to the log: a `die` or failing command inside ends the step, not
@@ -31,20 +32,20 @@ _steps_now() { printf '%s' "${EPOCHREALTIME//[!0-9]/}"; }
 # "12.3s" for a span of $1 microseconds.
 _steps_span() { printf '%d.%ds' $(($1 / 1000000)) $(($1 / 100000 % 10)); }
 
-_steps_stamp() { printf '[%6s]' "$(_steps_span $(($(_steps_now) - SENSORD_STEPS_T0)))"; }
+_steps_stamp() { printf '[%6s]' "$(_steps_span $(($(_steps_now) - STEPS_T0)))"; }
 
 # Start the log and the clock, unless a calling script already did.
 steps_begin() {
     local name=$1 dir
-    if [[ -n ${SENSORD_STEPS_LOG:-} && -n ${SENSORD_STEPS_T0:-} && -w ${SENSORD_STEPS_LOG:-} ]]; then
+    if [[ -n ${STEPS_LOG:-} && -n ${STEPS_T0:-} && -w ${STEPS_LOG:-} ]]; then
         return 0
     fi
     dir="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)/.cache/logs"
     mkdir -p "$dir"
-    export SENSORD_STEPS_LOG="$dir/$name.log"
-    export SENSORD_STEPS_T0
-    SENSORD_STEPS_T0=$(_steps_now)
-    printf "%s started %s\n" "$name" "$(date -u +%FT%TZ)" >"$SENSORD_STEPS_LOG"
+    export STEPS_LOG="$dir/$name.log"
+    export STEPS_T0
+    STEPS_T0=$(_steps_now)
+    printf "%s started %s\n" "$name" "$(date -u +%FT%TZ)" >"$STEPS_LOG"
 }
 
 step_note() {
@@ -55,17 +56,19 @@ step() {
     local what=$1 start offset rc
     shift
     start=$(_steps_now)
-    offset=$(stat -c %s "$SENSORD_STEPS_LOG")
+    offset=$(stat -c %s "$STEPS_LOG")
     # The log's path, once per run: before the first step that writes to it.
-    grep -q '^=== ' "$SENSORD_STEPS_LOG" || step_note "raw output of each step: $SENSORD_STEPS_LOG"
+    grep -q '^=== ' "$STEPS_LOG" || step_note "raw output of each step: $STEPS_LOG"
     printf '%s %s … ' "$(_steps_stamp)" "$what"
-    printf '\n=== %s: %s\n' "$what" "$*" >>"$SENSORD_STEPS_LOG"
+    printf '\n=== %s: %s\n' "$what" "$*" >>"$STEPS_LOG"
     # errexit is ignored inside anything run as a condition (if, ||, &&), so
-    # the subshell runs as a plain command with errexit switched off around it.
+    # the subshell runs as a plain command with errexit switched off around it
+    # (and step itself must not be called as a condition).
+    local errexit=$-
     set +e
-    (set -e; "$@") </dev/null >>"$SENSORD_STEPS_LOG" 2>&1
+    (set -e; "$@") </dev/null >>"$STEPS_LOG" 2>&1
     rc=$?
-    set -e
+    [[ $errexit != *e* ]] || set -e
     if [[ $rc -eq 0 ]]; then
         printf 'done (%s)\n' "$(_steps_span $(($(_steps_now) - start)))"
         return 0
@@ -73,8 +76,8 @@ step() {
     printf 'FAILED after %s (exit %d)\n' "$(_steps_span $(($(_steps_now) - start)))" "$rc"
     {
         printf -- '--- last %d lines of its output:\n' "$STEPS_TAIL"
-        tail -c +"$((offset + 1))" "$SENSORD_STEPS_LOG" | tail -n "$STEPS_TAIL"
-        printf -- '--- full log: %s\n' "$SENSORD_STEPS_LOG"
+        tail -c +"$((offset + 1))" "$STEPS_LOG" | tail -n "$STEPS_TAIL"
+        printf -- '--- full log: %s\n' "$STEPS_LOG"
     } >&2
     exit "$rc"
 }
