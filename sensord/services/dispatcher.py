@@ -57,7 +57,7 @@ _ORDER_STATES = tuple(s.value for s in State)
 
 
 @dataclass(frozen=True, slots=True)
-class AlertRow:
+class UndispatchedAlert:
     """An alert whose firing episode has not been dispatched yet."""
 
     id: int
@@ -140,7 +140,7 @@ class Dispatcher:
             " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
             (self._batch,),
         )
-        alerts = [AlertRow(*row) for row in await cur.fetchall()]
+        alerts = [UndispatchedAlert(*row) for row in await cur.fetchall()]
         for alert in alerts:
             try:
                 # A savepoint each: another instance creating the subject's order at
@@ -157,7 +157,7 @@ class Dispatcher:
         return len(alerts)
 
     async def _dispatch(
-        self, cur: AsyncCursor[Any], alert: AlertRow, now: datetime, changes: Changes
+        self, cur: AsyncCursor[Any], alert: UndispatchedAlert, now: datetime, changes: Changes
     ) -> None:
         latest = await select_orders(
             cur, "rule = %s AND subject = %s ORDER BY id DESC LIMIT 1 FOR UPDATE",
@@ -204,7 +204,7 @@ class Dispatcher:
         )  # fmt: skip
         log.info("work order reopened", extra={"order_id": order.id, "alert_id": alert.id})
 
-    def _new_order(self, alert: AlertRow) -> NewOrder:
+    def _new_order(self, alert: UndispatchedAlert) -> NewOrder:
         context = self._context(alert.device_id) if alert.device_id else None
         decision = route(self.policy.routes, alert.category, context, context_fields(context))
         severity = higher_severity(alert.severity, decision.severity)
