@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from sensord.cli_common import as_json, guarded, nonblank, positive, print_json, table, when
 from sensord.config import Settings
-from sensord.core.topics import DEVICE_KINDS
+from sensord.core.registry.vocabulary import DEVICE_KINDS
 from sensord.errors import SensordError
 
 if TYPE_CHECKING:

@@ -36,7 +36,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sensord.core.registry import mask_phone
+from sensord.core.privacy import mask_phone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 MASK = "***"

@@ -16,15 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from sensord.config import Settings
-from sensord.core.registry import (
-    ENTITY_BY_FILE,
-    ParsedFile,
-    RowError,
-    mask_name,
-    mask_phone,
-    parse_file,
-    render,
-)
+from sensord.core.privacy import mask_name, mask_phone
+from sensord.core.registry.csvfiles import ParsedFile, RowError, parse_file, render
+from sensord.core.registry.rows import ENTITY_BY_FILE
 
 
 def add_parser(commands: Any) -> None:

@@ -19,7 +19,8 @@ from datetime import date, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sensord.core.registry import (
+from sensord.core.registry.csvfiles import render
+from sensord.core.registry.rows import (
     ENTITIES,
     Address,
     Building,
@@ -33,7 +34,6 @@ from sensord.core.registry import (
     Staff,
     StaffGridUnit,
     Street,
-    render,
 )
 
 STREET = "jd01"

@@ -28,7 +28,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sensord.core.registry import ADDRESSES, DEVICES, GRID_UNITS, Entity, parse_file
+from sensord.core.registry.csvfiles import parse_file
+from sensord.core.registry.rows import ADDRESSES, DEVICES, GRID_UNITS, Entity
 from simulators.scenarios import (
     DEFINITIONS,
     HOSTILE,

@@ -22,12 +22,13 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from sensord.core.registry.vocabulary import DEVICE_KINDS
+
 LOCAL = timezone(timedelta(hours=8))  # the street's local time (China Standard Time)
 NIGHT_FROM, NIGHT_UNTIL = 22, 6  # e-bike charging indoors is an alert between these hours
 ALARM_OBSCURATION = 10.0  # %/m at which a detector goes into alarm...
 RESET_OBSCURATION = 5.0  # ...and below which it resets (hysteresis)
 LOW_BATTERY_PCT = 15.0
-DEVICE_KINDS = ("smoke", "ebike", "elevator", "fire_lane")
 INDOOR_CHARGING_PLACES = frozenset({"dwelling", "corridor", "stairwell"})
 
 

@@ -22,20 +22,15 @@ from typing import Any, TypeVar
 import psycopg
 
 from sensord.core.context import (
-    AddressRow,
-    BuildingRow,
-    CompoundRow,
     DeviceRow,
-    GridUnitRow,
     OrganisationRow,
     RegistryRows,
     RegistrySnapshot,
     ResidentTagsRow,
-    ResponsibilityRow,
     StaffCoverRow,
-    StreetRow,
     build_snapshot,
 )
+from sensord.core.registry.rows import Address, Building, Compound, GridUnit, Responsibility, Street
 
 _STREETS = "SELECT street_id, name FROM streets"
 _GRID_UNITS = "SELECT grid_id, level, parent_id, name FROM grid_units"
@@ -84,17 +79,17 @@ def read_rows(conn: psycopg.Connection) -> RegistryRows:
     with conn.transaction():
         conn.execute("SET LOCAL statement_timeout = '60s'")  # never hold a snapshot for long
         return RegistryRows(
-            streets=_fetch(conn, _STREETS, StreetRow._make),
-            grid_units=_fetch(conn, _GRID_UNITS, GridUnitRow._make),
+            streets=_fetch(conn, _STREETS, Street._make),
+            grid_units=_fetch(conn, _GRID_UNITS, GridUnit._make),
             organisations=_fetch(conn, _ORGANISATIONS, OrganisationRow._make),
-            compounds=_fetch(conn, _COMPOUNDS, CompoundRow._make),
-            buildings=_fetch(conn, _BUILDINGS, BuildingRow._make),
-            addresses=_fetch(conn, _ADDRESSES, AddressRow._make),
+            compounds=_fetch(conn, _COMPOUNDS, Compound._make),
+            buildings=_fetch(conn, _BUILDINGS, Building._make),
+            addresses=_fetch(conn, _ADDRESSES, Address._make),
             resident_tags=_fetch(
                 conn, _RESIDENT_TAGS, lambda r: ResidentTagsRow(r[0], tuple(r[1]), r[2])
             ),
             staff=_fetch(conn, _STAFF, StaffCoverRow._make),
-            responsibilities=_fetch(conn, _RESPONSIBILITIES, ResponsibilityRow._make),
+            responsibilities=_fetch(conn, _RESPONSIBILITIES, Responsibility._make),
             devices=_fetch(conn, _DEVICES, DeviceRow._make),
         )
 

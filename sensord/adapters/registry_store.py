@@ -17,16 +17,9 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 
-from sensord.core.registry import (
-    ENTITIES,
-    Changes,
-    DbRow,
-    Entity,
-    ImportPlan,
-    Key,
-    ParsedFile,
-    plan_import,
-)
+from sensord.core.registry.csvfiles import ParsedFile
+from sensord.core.registry.plan import ImportPlan, TableChanges, plan_import
+from sensord.core.registry.rows import ENTITIES, DbRow, Entity, Key
 from sensord.errors import SensordError
 
 _LOCK_KEY = 0x5E45_0D01  # shared by every `sensord registry import`
@@ -79,7 +72,7 @@ def load(conn: psycopg.Connection) -> dict[str, dict[Key, DbRow]]:
     return tables
 
 
-def apply(conn: psycopg.Connection, changes: Mapping[str, Changes]) -> None:
+def apply(conn: psycopg.Connection, changes: Mapping[str, TableChanges]) -> None:
     """Write the changes: upserts, then deletes (every key is checked at commit)."""
     for entity in ENTITIES:
         change = changes.get(entity.name)

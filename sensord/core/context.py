@@ -41,7 +41,13 @@ from types import MappingProxyType
 from typing import NamedTuple, TypeVar, cast
 
 from sensord.core.messages import DeviceInfo
-from sensord.core.registry import CATEGORIES, LEVELS, RESPONSIBILITY_ROLES, STAFF_ROLES
+from sensord.core.registry.rows import Address, Building, Compound, GridUnit, Responsibility, Street
+from sensord.core.registry.vocabulary import (
+    LEVELS,
+    RESPONSIBILITY_CATEGORIES,
+    RESPONSIBILITY_ROLES,
+    STAFF_ROLES,
+)
 from sensord.errors import SensordError
 
 ELDERLY = "elderly"
@@ -52,7 +58,7 @@ STREET_LEVEL = "street"
 # chain from the building group up to the street (as `sensord registry show`).
 SCOPE_ORDER: tuple[str, ...] = ("building", "compound", *reversed(LEVELS), STREET_LEVEL)
 _SCOPE_RANK = {scope: rank for rank, scope in enumerate(SCOPE_ORDER)}
-_CATEGORY_INDEX = {category: index for index, category in enumerate(CATEGORIES)}
+_CATEGORY_INDEX = {category: index for index, category in enumerate(RESPONSIBILITY_CATEGORIES)}
 _ROLE_RANK = {role: rank for rank, role in enumerate(RESPONSIBILITY_ROLES)}
 _STAFF_RANK = {role: rank for rank, role in enumerate(STAFF_ROLES)}
 
@@ -69,22 +75,8 @@ class RegistryInconsistent(SensordError):
 
 
 # --- input rows: the columns the daemon reads, and nothing personal -------------------
-
-
-class StreetRow(NamedTuple):
-    """``streets``."""
-
-    street_id: str
-    name: str
-
-
-class GridUnitRow(NamedTuple):
-    """``grid_units``: a comprehensive grid's parent is its street."""
-
-    grid_id: str
-    level: str
-    parent_id: str
-    name: str
+# Streets, grid units, compounds, buildings, addresses and responsibilities are
+# read whole, as the registry's own row types (core/registry/rows).
 
 
 class OrganisationRow(NamedTuple):
@@ -94,35 +86,6 @@ class OrganisationRow(NamedTuple):
     org_type: str
     name: str
     phone: str | None
-
-
-class CompoundRow(NamedTuple):
-    """``compounds``."""
-
-    compound_id: str
-    name: str
-    area_id: str
-
-
-class BuildingRow(NamedTuple):
-    """``buildings``."""
-
-    building_id: str
-    compound_id: str
-    name: str
-    floors: int | None
-
-
-class AddressRow(NamedTuple):
-    """``addresses``: dwellings and shared places."""
-
-    address_id: str
-    place_type: str
-    building_group_id: str
-    compound_id: str
-    building_id: str | None
-    label: str
-    floor: int | None
 
 
 class ResidentTagsRow(NamedTuple):
@@ -140,16 +103,6 @@ class StaffCoverRow(NamedTuple):
     org_id: str
     role: str
     grid_id: str
-
-
-class ResponsibilityRow(NamedTuple):
-    """``responsibilities``."""
-
-    org_id: str
-    scope_type: str
-    scope_id: str
-    category: str
-    role: str
 
 
 class DeviceRow(NamedTuple):
@@ -170,15 +123,15 @@ class DeviceRow(NamedTuple):
 class RegistryRows:
     """Everything a snapshot is built from, as read in one transaction."""
 
-    streets: Sequence[StreetRow] = ()
-    grid_units: Sequence[GridUnitRow] = ()
+    streets: Sequence[Street] = ()
+    grid_units: Sequence[GridUnit] = ()
     organisations: Sequence[OrganisationRow] = ()
-    compounds: Sequence[CompoundRow] = ()
-    buildings: Sequence[BuildingRow] = ()
-    addresses: Sequence[AddressRow] = ()
+    compounds: Sequence[Compound] = ()
+    buildings: Sequence[Building] = ()
+    addresses: Sequence[Address] = ()
     resident_tags: Sequence[ResidentTagsRow] = ()
     staff: Sequence[StaffCoverRow] = ()
-    responsibilities: Sequence[ResponsibilityRow] = ()
+    responsibilities: Sequence[Responsibility] = ()
     devices: Sequence[DeviceRow] = ()
 
 
@@ -186,7 +139,7 @@ class RegistryRows:
 
 
 @dataclass(frozen=True, slots=True)
-class Organisation:
+class OrganisationRef:
     """An organisation that responds, maintains, supervises, enforces or is notified."""
 
     org_id: str
@@ -263,7 +216,7 @@ class ResidentSummary:
 class Responsible:
     """An organisation's role at a place, and the scope and category it holds it by."""
 
-    org: Organisation
+    org: OrganisationRef
     role: str
     category: str
     scope_type: str  # street, grid, compound or building
@@ -286,7 +239,7 @@ class Responsibilities:
     maintainer, supervisor, enforcer, notified), then org_id.
     """
 
-    by_category: tuple[tuple[Responsible, ...], ...]  # aligned with core.registry.CATEGORIES
+    by_category: tuple[tuple[Responsible, ...], ...]  # aligned with RESPONSIBILITY_CATEGORIES
 
     def for_category(self, category: str) -> tuple[Responsible, ...]:
         """Entries for ``category`` or ``any``; for ``any`` itself, the ``any`` entries only."""
@@ -322,7 +275,7 @@ class DeviceRecord:
     installed_on: date | None
     heartbeat_s: int | None
     inspection_due: date | None
-    maintainer: Organisation | None
+    maintainer: OrganisationRef | None
 
     @property
     def maintainer_org_id(self) -> str | None:
@@ -449,7 +402,7 @@ class _Builder:
         self.streets = {r.street_id: r for r in rows.streets}
         self.units = {r.grid_id: r for r in rows.grid_units}
         self.orgs = {
-            r.org_id: Organisation(i(r.org_id), i(r.org_type), i(r.name), i.opt(r.phone))
+            r.org_id: OrganisationRef(i(r.org_id), i(r.org_type), i(r.name), i.opt(r.phone))
             for r in rows.organisations
         }
         self.compound_rows = {r.compound_id: r for r in rows.compounds}
@@ -490,7 +443,7 @@ class _Builder:
         self.staff_pool: dict[tuple[str, tuple[str, ...]], StaffRef] = {}
         self.infos: dict[tuple[str, str], DeviceInfo] = {}
 
-    def responsible(self, row: ResponsibilityRow) -> Responsible:
+    def responsible(self, row: Responsibility) -> Responsible:
         i = self.i
         key = "|".join(row)
         org = self.org(row.org_id, "responsibilities", key)
@@ -583,7 +536,7 @@ class _Builder:
             unassigned=not responsible,
         )
 
-    def org(self, org_id: str, table: str, key: str) -> Organisation:
+    def org(self, org_id: str, table: str, key: str) -> OrganisationRef:
         org = self.orgs.get(org_id)
         if org is None:
             raise RegistryInconsistent(table, key, "org_id", org_id)
@@ -747,7 +700,7 @@ class _Builder:
                 tuple(entry for entry in entries if entry.category in (category, "any"))
                 if category != "any"
                 else tuple(entry for entry in entries if entry.category == "any")
-                for category in CATEGORIES
+                for category in RESPONSIBILITY_CATEGORIES
             )
         )
         return resolved

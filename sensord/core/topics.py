@@ -5,10 +5,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from sensord.core.registry.vocabulary import DEVICE_KINDS
 from sensord.errors import PayloadError
 
-KINDS: tuple[str, ...] = ("smoke", "ebike", "elevator", "fire_lane", "heartbeat")
-DEVICE_KINDS: tuple[str, ...] = ("smoke", "ebike", "elevator", "fire_lane")
+# What a topic's <kind> may be: a device's kind, or a heartbeat (a kind of message).
+TOPIC_KINDS: tuple[str, ...] = (*DEVICE_KINDS, "heartbeat")
 PREFIX = "sensord/v1"
 
 _STREET = re.compile(r"[A-Za-z0-9_-]{1,64}")
@@ -42,6 +43,6 @@ def parse_topic(topic: str, prefix: str = PREFIX) -> Topic:
         raise PayloadError("bad_topic", "device_id must be 1-64 of [A-Za-z0-9_.-]")
     if not _STREET.fullmatch(street):
         raise PayloadError("bad_topic", "street must be 1-64 of [A-Za-z0-9_-]", device_id)
-    if kind not in KINDS:
+    if kind not in TOPIC_KINDS:
         raise PayloadError("bad_topic", f"unknown kind {kind!r}", device_id)
     return Topic(street, kind, device_id)

@@ -13,7 +13,7 @@ import pytest
 
 from sensord.adapters.migrations import migrate
 from sensord.cli import main
-from sensord.core.registry import ENTITIES
+from sensord.core.registry.rows import ENTITIES
 from sensord.paths import shipped
 from simulators.district import generate, write
 from tests.support.services import create_database, drop_database

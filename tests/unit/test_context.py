@@ -12,22 +12,17 @@ import pytest
 from sensord.core.context import (
     EMPTY,
     NO_RESIDENTS,
-    AddressRow,
-    BuildingRow,
-    CompoundRow,
     DeviceRow,
-    GridUnitRow,
     OrganisationRow,
     RegistryInconsistent,
     RegistryRows,
     RegistrySnapshot,
     ResidentTagsRow,
-    ResponsibilityRow,
     StaffCoverRow,
-    StreetRow,
     build_snapshot,
 )
 from sensord.core.messages import DecodeLimits, DeviceInfo, decode
+from sensord.core.registry.rows import Address, Building, Compound, GridUnit, Responsibility, Street
 from sensord.errors import PayloadError
 from simulators.district import generate
 
@@ -48,13 +43,13 @@ def device(
 def small() -> RegistryRows:
     """One street; two building groups in one micro-grid; a compound of two buildings."""
     return RegistryRows(
-        streets=[StreetRow("s1", "Street One")],
+        streets=[Street("s1", "Street One")],
         grid_units=[
-            GridUnitRow("cg1", "comprehensive_grid", "s1", "Grid 1"),
-            GridUnitRow("ra1", "residential_area", "cg1", "Area 1"),
-            GridUnitRow("mg1", "micro_grid", "ra1", "Micro 1"),
-            GridUnitRow("bg1", "building_group", "mg1", "Group 1"),
-            GridUnitRow("bg2", "building_group", "mg1", "Group 2"),
+            GridUnit("cg1", "comprehensive_grid", "s1", "Grid 1"),
+            GridUnit("ra1", "residential_area", "cg1", "Area 1"),
+            GridUnit("mg1", "micro_grid", "ra1", "Micro 1"),
+            GridUnit("bg1", "building_group", "mg1", "Group 1"),
+            GridUnit("bg2", "building_group", "mg1", "Group 2"),
         ],
         organisations=[
             OrganisationRow("OPS", "ops_centre", "Ops", "021-1"),
@@ -64,17 +59,17 @@ def small() -> RegistryRows:
             OrganisationRow("DV", "device_vendor", "Sensors", None),
             OrganisationRow("ENF", "enforcement", "Enforcer", None),
         ],
-        compounds=[CompoundRow("C1", "Compound 1", "ra1")],
-        buildings=[BuildingRow("B1", "C1", "Building 1", 6), BuildingRow("B2", "C1", "B 2", 12)],
+        compounds=[Compound("C1", "Compound 1", "ra1")],
+        buildings=[Building("B1", "C1", "Building 1", 6), Building("B2", "C1", "B 2", 12)],
         addresses=[
-            AddressRow("D1-1", "dwelling", "bg1", "C1", "B1", "1-101", 1),
-            AddressRow("D1-2", "dwelling", "bg1", "C1", "B1", "1-102", 1),
-            AddressRow("D2-1", "dwelling", "bg1", "C1", "B1", "1-201", 2),
-            AddressRow("D3-1", "dwelling", "bg2", "C1", "B2", "2-101", 1),
-            AddressRow("K1", "public_kitchen", "bg1", "C1", "B1", "kitchen 1F", 1),
-            AddressRow("ST1", "stairwell", "bg1", "C1", "B1", "stairs", None),
-            AddressRow("EL2", "elevator", "bg2", "C1", "B2", "lift", None),
-            AddressRow("FL1", "fire_lane", "bg1", "C1", None, "lane", None),
+            Address("D1-1", "dwelling", "bg1", "C1", "B1", "1-101", 1),
+            Address("D1-2", "dwelling", "bg1", "C1", "B1", "1-102", 1),
+            Address("D2-1", "dwelling", "bg1", "C1", "B1", "1-201", 2),
+            Address("D3-1", "dwelling", "bg2", "C1", "B2", "2-101", 1),
+            Address("K1", "public_kitchen", "bg1", "C1", "B1", "kitchen 1F", 1),
+            Address("ST1", "stairwell", "bg1", "C1", "B1", "stairs", None),
+            Address("EL2", "elevator", "bg2", "C1", "B2", "lift", None),
+            Address("FL1", "fire_lane", "bg1", "C1", None, "lane", None),
         ],
         resident_tags=[
             ResidentTagsRow("D1-1", ("elderly", "living_alone"), 1),
@@ -93,14 +88,14 @@ def small() -> RegistryRows:
             StaffCoverRow("S-pm", "PM", "property_staff", "mg1"),
         ],
         responsibilities=[
-            ResponsibilityRow("OPS", "street", "s1", "any", "supervisor"),
-            ResponsibilityRow("DV", "street", "s1", "smoke", "maintainer"),
-            ResponsibilityRow("ENF", "street", "s1", "fire_lane", "enforcer"),
-            ResponsibilityRow("RC", "grid", "ra1", "any", "responder"),
-            ResponsibilityRow("RC", "grid", "bg1", "smoke", "notified"),
-            ResponsibilityRow("PM", "compound", "C1", "any", "responder"),
-            ResponsibilityRow("PM", "compound", "C1", "smoke", "responder"),
-            ResponsibilityRow("EV", "building", "B2", "elevator", "maintainer"),
+            Responsibility("OPS", "street", "s1", "any", "supervisor"),
+            Responsibility("DV", "street", "s1", "smoke", "maintainer"),
+            Responsibility("ENF", "street", "s1", "fire_lane", "enforcer"),
+            Responsibility("RC", "grid", "ra1", "any", "responder"),
+            Responsibility("RC", "grid", "bg1", "smoke", "notified"),
+            Responsibility("PM", "compound", "C1", "any", "responder"),
+            Responsibility("PM", "compound", "C1", "smoke", "responder"),
+            Responsibility("EV", "building", "B2", "elevator", "maintainer"),
         ],
         devices=[
             device("SMK-K1", "smoke", "K1", "DV"),
@@ -299,7 +294,7 @@ def test_the_decoder_checks_topics_against_the_snapshot(snap: RegistrySnapshot) 
         ),
         (
             lambda r: {
-                "responsibilities": [ResponsibilityRow("GHOST", "street", "s1", "any", "notified")]
+                "responsibilities": [Responsibility("GHOST", "street", "s1", "any", "notified")]
             },
             "responsibilities",
             "GHOST",
@@ -329,20 +324,20 @@ def district_rows(tables: dict[str, list[Any]]) -> RegistryRows:
     tags = Counter((household_at[r.household_id], r.tags) for r in tables["residents"])
     staff = {s.staff_id: s for s in tables["staff"]}
     return RegistryRows(
-        streets=[StreetRow(s.street_id, s.name) for s in tables["streets"]],
-        grid_units=[GridUnitRow(*u) for u in tables["grid_units"]],
+        streets=[Street(s.street_id, s.name) for s in tables["streets"]],
+        grid_units=[GridUnit(*u) for u in tables["grid_units"]],
         organisations=[
             OrganisationRow(o.org_id, o.org_type, o.name, o.phone) for o in tables["organisations"]
         ],
-        compounds=[CompoundRow(*c) for c in tables["compounds"]],
-        buildings=[BuildingRow(*b) for b in tables["buildings"]],
-        addresses=[AddressRow(*a) for a in tables["addresses"]],
+        compounds=[Compound(*c) for c in tables["compounds"]],
+        buildings=[Building(*b) for b in tables["buildings"]],
+        addresses=[Address(*a) for a in tables["addresses"]],
         resident_tags=[ResidentTagsRow(a, t, n) for (a, t), n in tags.items()],
         staff=[
             StaffCoverRow(c.staff_id, staff[c.staff_id].org_id, staff[c.staff_id].role, c.grid_id)
             for c in tables["staff_grid_units"]
         ],
-        responsibilities=[ResponsibilityRow(*r) for r in tables["responsibilities"]],
+        responsibilities=[Responsibility(*r) for r in tables["responsibilities"]],
         devices=[
             DeviceRow(
                 d.device_id,

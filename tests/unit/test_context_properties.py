@@ -10,25 +10,20 @@ from hypothesis import strategies as st
 
 from sensord.core.context import (
     SCOPE_ORDER,
-    AddressRow,
-    BuildingRow,
-    CompoundRow,
     DeviceRow,
-    GridUnitRow,
     OrganisationRow,
     RegistryRows,
     ResidentTagsRow,
-    ResponsibilityRow,
     StaffCoverRow,
-    StreetRow,
     build_snapshot,
 )
-from sensord.core.registry import (
-    CATEGORIES,
-    KINDS,
+from sensord.core.registry.rows import Address, Building, Compound, GridUnit, Responsibility, Street
+from sensord.core.registry.vocabulary import (
+    DEVICE_KINDS,
     LEVELS,
     OUTDOOR_PLACES,
     PLACE_TYPES,
+    RESPONSIBILITY_CATEGORIES,
     RESPONSIBILITY_ROLES,
     STAFF_ROLES,
 )
@@ -40,27 +35,27 @@ TAGS = ("elderly", "living_alone", "disabled")
 
 @st.composite
 def registries(draw: st.DrawFn) -> RegistryRows:
-    units: list[GridUnitRow] = []
+    units: list[GridUnit] = []
     parents = [STREET]
     for level in LEVELS:
         below = []
         for parent in parents:
             for n in range(draw(st.integers(1, 2))):
                 grid_id = f"{parent}.{level[0]}{n}"
-                units.append(GridUnitRow(grid_id, level, parent, f"name of {grid_id}"))
+                units.append(GridUnit(grid_id, level, parent, f"name of {grid_id}"))
                 below.append(grid_id)
         parents = below
     areas = [u.grid_id for u in units if u.level == "residential_area"]
     groups = [u for u in units if u.level == "building_group"]
     compounds = [
-        CompoundRow(f"C{n}", f"compound {n}", draw(st.sampled_from(areas)))
+        Compound(f"C{n}", f"compound {n}", draw(st.sampled_from(areas)))
         for n in range(draw(st.integers(1, 3)))
     ]
     buildings = [
-        BuildingRow(f"B{n}", draw(st.sampled_from(compounds)).compound_id, f"b{n}", None)
+        Building(f"B{n}", draw(st.sampled_from(compounds)).compound_id, f"b{n}", None)
         for n in range(draw(st.integers(0, 4)))
     ]
-    addresses: list[AddressRow] = []
+    addresses: list[Address] = []
     for n in range(draw(st.integers(1, 12))):
         compound = draw(st.sampled_from(compounds))
         # A building group of the compound's residential area (grandchild of the area).
@@ -75,7 +70,7 @@ def registries(draw: st.DrawFn) -> RegistryRows:
             building = None
         floor = draw(st.none() | st.integers(1, 3))
         addresses.append(
-            AddressRow(f"A{n}", place_type, group, compound.compound_id, building, f"l{n}", floor)
+            Address(f"A{n}", place_type, group, compound.compound_id, building, f"l{n}", floor)
         )
     dwellings = [a.address_id for a in addresses if a.place_type == "dwelling"]
     resident_tags = []
@@ -96,7 +91,7 @@ def registries(draw: st.DrawFn) -> RegistryRows:
             st.tuples(
                 st.sampled_from(ORGS),
                 st.sampled_from(scopes),
-                st.sampled_from(CATEGORIES),
+                st.sampled_from(RESPONSIBILITY_CATEGORIES),
                 st.sampled_from(RESPONSIBILITY_ROLES),
             ),
             max_size=25,
@@ -116,14 +111,14 @@ def registries(draw: st.DrawFn) -> RegistryRows:
     roles = {staff_id: STAFF_ROLES[int(staff_id[1]) % len(STAFF_ROLES)] for staff_id, _ in staff}
     devices = [
         DeviceRow(
-            f"D-{a.address_id}", draw(st.sampled_from(KINDS)), STREET, a.address_id, None, None,
-            60, date(2026, 1, 1), None,
+            f"D-{a.address_id}", draw(st.sampled_from(DEVICE_KINDS)), STREET, a.address_id, None,
+            None, 60, date(2026, 1, 1), None,
         )
         for a in addresses
     ]  # fmt: skip
     devices.append(DeviceRow("D-old", "smoke", STREET, None, None, None, None, None, None))
     return RegistryRows(
-        streets=[StreetRow(STREET, "street")],
+        streets=[Street(STREET, "street")],
         grid_units=units,
         organisations=[OrganisationRow(o, "ops_centre", o, None) for o in ORGS],
         compounds=compounds,
@@ -131,7 +126,7 @@ def registries(draw: st.DrawFn) -> RegistryRows:
         addresses=addresses,
         resident_tags=resident_tags,
         staff=[StaffCoverRow(s, ORGS[0], roles[s], g) for s, g in staff],
-        responsibilities=[ResponsibilityRow(o, t, i, c, r) for o, (t, i), c, r in responsibilities],
+        responsibilities=[Responsibility(o, t, i, c, r) for o, (t, i), c, r in responsibilities],
         devices=devices,
     )
 
@@ -144,7 +139,7 @@ def naive_chain(rows: RegistryRows, group: str) -> list[str]:
     return chain[::-1]
 
 
-def naive_scopes(rows: RegistryRows, address: AddressRow | None) -> dict[tuple[str, str], str]:
+def naive_scopes(rows: RegistryRows, address: Address | None) -> dict[tuple[str, str], str]:
     """Every scope holding the place -> its level."""
     held = {("street", STREET): "street"}
     if address is not None:
@@ -156,10 +151,10 @@ def naive_scopes(rows: RegistryRows, address: AddressRow | None) -> dict[tuple[s
     return held
 
 
-def naive_residents(rows: RegistryRows, address: AddressRow) -> Counter[frozenset[str]]:
+def naive_residents(rows: RegistryRows, address: Address) -> Counter[frozenset[str]]:
     places = {a.address_id: a for a in rows.addresses}
 
-    def concerned(dwelling: AddressRow) -> bool:
+    def concerned(dwelling: Address) -> bool:
         if address.place_type == "dwelling":
             return dwelling.address_id == address.address_id
         if address.building_id is None:
@@ -195,7 +190,7 @@ def test_every_device_resolves_as_the_naive_reference_does(rows: RegistryRows) -
             )
         # Responsibilities: every entry whose scope holds the place, ordered by specificity.
         held = naive_scopes(rows, address)
-        for category in CATEGORIES:
+        for category in RESPONSIBILITY_CATEGORIES:
             wanted = (category, "any") if category != "any" else ("any",)
             expected = sorted(
                 (

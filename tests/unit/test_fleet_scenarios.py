@@ -11,11 +11,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sensord.core.messages import DecodeLimits, DeviceInfo, decode
+from sensord.core.registry.vocabulary import DEVICE_KINDS
 from sensord.errors import PayloadError
 from simulators.protocol import normal_fields
 from simulators.scenarios import (
     DEFINITIONS,
-    DEVICE_KINDS,
     HOSTILE,
     LOCAL,
     EbikeCharging,

@@ -11,25 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensord.core import registry
-from sensord.core.registry import (
-    DEVICES,
-    ENTITIES,
-    ENTITY_BY_FILE,
-    Changes,
-    DbRow,
-    Entity,
-    ImportPlan,
-    Key,
-    RowError,
-    format_cell,
-    mask_name,
-    mask_phone,
-    parse_file,
-    parse_row,
-    plan_import,
-    render,
-)
+from sensord.core.privacy import mask_name, mask_phone
+from sensord.core.registry import vocabulary
+from sensord.core.registry.cells import format_cell
+from sensord.core.registry.csvfiles import RowError, parse_file, parse_row, render
+from sensord.core.registry.plan import ImportPlan, TableChanges, plan_import
+from sensord.core.registry.rows import DEVICES, ENTITIES, ENTITY_BY_FILE, DbRow, Entity, Key
 from sensord.registry_cli import read_directory
 from simulators.district import generate
 
@@ -355,9 +342,9 @@ def _without_vocabulary(reason: str) -> str:
 
 
 VOCABULARY = {
-    *registry.KINDS, *registry.LEVELS, *registry.PLACE_TYPES, *registry.ORG_TYPES,
-    *registry.STAFF_ROLES, *registry.SCOPE_TYPES, *registry.CATEGORIES,
-    *registry.RESPONSIBILITY_ROLES,
+    *vocabulary.DEVICE_KINDS, *vocabulary.LEVELS, *vocabulary.PLACE_TYPES, *vocabulary.ORG_TYPES,
+    *vocabulary.STAFF_ROLES, *vocabulary.SCOPE_TYPES, *vocabulary.RESPONSIBILITY_CATEGORIES,
+    *vocabulary.RESPONSIBILITY_ROLES,
 }  # fmt: skip
 
 
@@ -380,5 +367,5 @@ def test_mask_phone(phone: str, masked: str) -> None:
 
 
 def test_changes_count_deleted() -> None:
-    assert Changes([], [("a",), ("b",)], 0, 0, 3).deleted == 2
+    assert TableChanges([], [("a",), ("b",)], 0, 0, 3).deleted == 2
     assert ENTITY_BY_FILE["devices.csv"] is DEVICES

@@ -10,7 +10,9 @@ from typing import Any
 
 import pytest
 
-from sensord.core.registry import ENTITIES, parse_file, plan_import, render
+from sensord.core.registry.csvfiles import parse_file, render
+from sensord.core.registry.plan import plan_import
+from sensord.core.registry.rows import ENTITIES
 from simulators.district import apportion, generate, main
 
 

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from sensord.core.topics import KINDS, Topic, parse_topic, reading_subscription
+from sensord.core.topics import TOPIC_KINDS, Topic, parse_topic, reading_subscription
 from sensord.errors import PayloadError
 
 
@@ -45,4 +45,4 @@ def test_any_text_parses_or_is_a_bad_topic(topic: str) -> None:
     except PayloadError as exc:
         assert exc.reason == "bad_topic"
     else:
-        assert parsed.kind in KINDS
+        assert parsed.kind in TOPIC_KINDS

@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 
 from sensord.core.context import DeviceContext
-from sensord.core.registry import mask_name, mask_phone
+from sensord.core.privacy import mask_name, mask_phone
 
 CONTACT_ROLES = frozenset({"grid_worker", "residents_committee", "ops_centre"})
 MESSAGE_VERSION = 1

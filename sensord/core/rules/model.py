@@ -21,8 +21,9 @@ from pydantic import (
     model_validator,
 )
 
+from sensord.core.registry.vocabulary import DEVICE_KINDS
 from sensord.core.rules.expr import Condition, compile_condition
-from sensord.core.topics import DEVICE_KINDS, KINDS
+from sensord.core.topics import TOPIC_KINDS
 from sensord.errors import ExpressionError, RuleError
 
 Severity = Literal["info", "warning", "major", "critical"]
@@ -113,9 +114,11 @@ class Rule(_Strict):
     @field_validator("kinds")
     @classmethod
     def _known_kinds(cls, kinds: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = sorted(set(kinds) - set(KINDS))
+        unknown = sorted(set(kinds) - set(TOPIC_KINDS))
         if unknown or not kinds:
-            raise ValueError(f"kinds must be some of {', '.join(KINDS)}; got {unknown or 'none'}")
+            raise ValueError(
+                f"kinds must be some of {', '.join(TOPIC_KINDS)}; got {unknown or 'none'}"
+            )
         return kinds
 
     @model_validator(mode="after")
