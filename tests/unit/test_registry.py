@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sensord.cli.registry import read_directory
 from sensord.core import registry
 from sensord.core.registry import (
     DEVICES,
@@ -30,7 +31,6 @@ from sensord.core.registry import (
     plan_import,
     render,
 )
-from sensord.registry_cli import read_directory
 from simulators.district import generate
 
 BY_NAME = {entity.name: entity for entity in ENTITIES}
