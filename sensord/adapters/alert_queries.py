@@ -85,7 +85,7 @@ class SilenceRow:
 
 @dataclass(frozen=True, slots=True)
 class NewSilence:
-    """A validated silence to create (validation: sensord.alerts_cli)."""
+    """A validated silence to create (validation: sensord.cli.silence)."""
 
     scope: Scope
     value: str
@@ -99,7 +99,9 @@ class NewSilence:
 # --- alerts -----------------------------------------------------------------------
 
 
-def list_alerts(conn: psycopg.Connection, which: AlertFilter, limit: int) -> list[AlertRow]:
+async def list_alerts(
+    conn: psycopg.AsyncConnection, which: AlertFilter, limit: int
+) -> list[AlertRow]:
     """Alerts in ``which`` state ("open": firing or acknowledged), the latest first."""
     where = {
         "open": "state <> 'cleared'",
@@ -108,65 +110,66 @@ def list_alerts(conn: psycopg.Connection, which: AlertFilter, limit: int) -> lis
         "cleared": "state = 'cleared'",
         "all": "true",
     }[which]
-    with conn.cursor(row_factory=class_row(AlertRow)) as cur:
-        cur.execute(
+    async with conn.cursor(row_factory=class_row(AlertRow)) as cur:
+        await cur.execute(
             f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE {where}"
             " ORDER BY last_seen DESC, id DESC LIMIT %s",
             (limit,),
         )
-        return cur.fetchall()
+        return await cur.fetchall()
 
 
-def get_alert(conn: psycopg.Connection, alert_id: int) -> AlertRow | None:
+async def get_alert(conn: psycopg.AsyncConnection, alert_id: int) -> AlertRow | None:
     """One alert, if it exists."""
-    with conn.cursor(row_factory=class_row(AlertRow)) as cur:
-        cur.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
-        return cur.fetchone()
+    async with conn.cursor(row_factory=class_row(AlertRow)) as cur:
+        await cur.execute(f"SELECT {_ALERT_COLUMNS} FROM alerts WHERE id = %s", (alert_id,))
+        return await cur.fetchone()
 
 
-def acknowledge(conn: psycopg.Connection, alert_id: int, by: str) -> AlertRow:
+async def acknowledge(conn: psycopg.AsyncConnection, alert_id: int, by: str) -> AlertRow:
     """firing -> acknowledged, by ``by``; Refused when the alert is not firing."""
-    with conn.transaction(), conn.cursor(row_factory=class_row(AlertRow)) as cur:
-        cur.execute(
+    async with conn.transaction(), conn.cursor(row_factory=class_row(AlertRow)) as cur:
+        await cur.execute(
             "UPDATE alerts SET state = 'acknowledged', acknowledged_at = now(),"
             " acknowledged_by = %s, updated_at = now() WHERE id = %s AND state = 'firing'"
             f" RETURNING {_ALERT_COLUMNS}",
             (by, alert_id),
         )
-        row = cur.fetchone()
+        row = await cur.fetchone()
         if row is None:
-            raise Refused(_why_not(conn, alert_id, "acknowledge"), alert_id)
-        _event(conn, alert_id, "acknowledged", by, "")
+            raise Refused(await _why_not(conn, alert_id, "acknowledge"), alert_id)
+        await _event(conn, alert_id, "acknowledged", by, "")
         return row
 
 
-def clear(conn: psycopg.Connection, alert_id: int, reason: str, by: str) -> AlertRow:
+async def clear(conn: psycopg.AsyncConnection, alert_id: int, reason: str, by: str) -> AlertRow:
     """An open alert -> cleared now, with ``reason``; Refused when already cleared."""
-    with conn.transaction(), conn.cursor(row_factory=class_row(AlertRow)) as cur:
-        cur.execute(
+    async with conn.transaction(), conn.cursor(row_factory=class_row(AlertRow)) as cur:
+        await cur.execute(
             "UPDATE alerts SET state = 'cleared', cleared_at = now(), clear_reason = %s,"
             " updated_at = now() WHERE id = %s AND state <> 'cleared'"
             f" RETURNING {_ALERT_COLUMNS}",
             (reason, alert_id),
         )
-        row = cur.fetchone()
+        row = await cur.fetchone()
         if row is None:
-            raise Refused(_why_not(conn, alert_id, "clear"), alert_id)
-        _event(conn, alert_id, "cleared", by, reason)
+            raise Refused(await _why_not(conn, alert_id, "clear"), alert_id)
+        await _event(conn, alert_id, "cleared", by, reason)
         return row
 
 
-def condition_still_holds(conn: psycopg.Connection, rule: str, subject: str) -> bool:
+async def condition_still_holds(conn: psycopg.AsyncConnection, rule: str, subject: str) -> bool:
     """Whether the rule engine's persisted state for the pair is still firing."""
-    row = conn.execute(
+    cur = await conn.execute(
         "SELECT state->>'phase' FROM rule_state WHERE rule = %s AND subject = %s",
         (rule, subject),
-    ).fetchone()
+    )
+    row = await cur.fetchone()
     return row is not None and row[0] == "firing"
 
 
-def _why_not(conn: psycopg.Connection, alert_id: int, action: str) -> str:
-    alert = get_alert(conn, alert_id)
+async def _why_not(conn: psycopg.AsyncConnection, alert_id: int, action: str) -> str:
+    alert = await get_alert(conn, alert_id)
     if alert is None:
         return f"no alert {alert_id}"
     if alert.state == "cleared":
@@ -178,8 +181,10 @@ def _why_not(conn: psycopg.Connection, alert_id: int, action: str) -> str:
     return f"cannot {action} alert {alert_id} in state {alert.state}"
 
 
-def _event(conn: psycopg.Connection, alert_id: int, event: str, actor: str, detail: str) -> None:
-    conn.execute(
+async def _event(
+    conn: psycopg.AsyncConnection, alert_id: int, event: str, actor: str, detail: str
+) -> None:
+    await conn.execute(
         "INSERT INTO alert_events (alert_id, event, actor, detail) VALUES (%s, %s, %s, %s)",
         (alert_id, event, actor, detail),
     )
@@ -188,27 +193,29 @@ def _event(conn: psycopg.Connection, alert_id: int, event: str, actor: str, deta
 # --- silences ---------------------------------------------------------------------
 
 
-def device_kind(conn: psycopg.Connection, device_id: str) -> str | None:
+async def device_kind(conn: psycopg.AsyncConnection, device_id: str) -> str | None:
     """The registered kind of a device, or None when it is not registered."""
-    row = conn.execute("SELECT kind FROM devices WHERE device_id = %s", (device_id,)).fetchone()
+    cur = await conn.execute("SELECT kind FROM devices WHERE device_id = %s", (device_id,))
+    row = await cur.fetchone()
     return None if row is None else str(row[0])
 
 
-def registered(conn: psycopg.Connection, scope: Scope, value: str) -> bool:
+async def registered(conn: psycopg.AsyncConnection, scope: Scope, value: str) -> bool:
     """Whether the device, address or building exists in the registry."""
     table, column = {
         "device": ("devices", "device_id"),
         "address": ("addresses", "address_id"),
         "building": ("buildings", "building_id"),
     }[scope]
-    row = conn.execute(f"SELECT 1 FROM {table} WHERE {column} = %s", (value,)).fetchone()
+    cur = await conn.execute(f"SELECT 1 FROM {table} WHERE {column} = %s", (value,))
+    row = await cur.fetchone()
     return row is not None
 
 
-def add_silence(conn: psycopg.Connection, silence: NewSilence) -> SilenceRow:
+async def add_silence(conn: psycopg.AsyncConnection, silence: NewSilence) -> SilenceRow:
     """Store a new silence."""
-    with conn.transaction(), conn.cursor(row_factory=class_row(SilenceRow)) as cur:
-        cur.execute(
+    async with conn.transaction(), conn.cursor(row_factory=class_row(SilenceRow)) as cur:
+        await cur.execute(
             "INSERT INTO silences (scope, value, rules, starts_at, ends_at, author, reason)"
             f" VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING {_SILENCE_COLUMNS}",
             (
@@ -221,32 +228,34 @@ def add_silence(conn: psycopg.Connection, silence: NewSilence) -> SilenceRow:
                 silence.reason,
             ),
         )
-        row = cur.fetchone()
+        row = await cur.fetchone()
         assert row is not None
         return row
 
 
-def list_silences(conn: psycopg.Connection, include_past: bool) -> list[SilenceRow]:
+async def list_silences(conn: psycopg.AsyncConnection, include_past: bool) -> list[SilenceRow]:
     """Active and pending silences; with ``include_past`` also ended and expired ones."""
     where = "true" if include_past else "expired_at IS NULL AND ends_at > now()"
-    with conn.cursor(row_factory=class_row(SilenceRow)) as cur:
-        cur.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE {where} ORDER BY starts_at, id")
-        return cur.fetchall()
+    async with conn.cursor(row_factory=class_row(SilenceRow)) as cur:
+        await cur.execute(
+            f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE {where} ORDER BY starts_at, id"
+        )
+        return await cur.fetchall()
 
 
-def expire_silence(conn: psycopg.Connection, silence_id: int, by: str) -> SilenceRow:
+async def expire_silence(conn: psycopg.AsyncConnection, silence_id: int, by: str) -> SilenceRow:
     """End a silence now; Refused when there is none or it was already expired."""
-    with conn.transaction(), conn.cursor(row_factory=class_row(SilenceRow)) as cur:
-        cur.execute(
+    async with conn.transaction(), conn.cursor(row_factory=class_row(SilenceRow)) as cur:
+        await cur.execute(
             "UPDATE silences SET expired_at = now(), expired_by = %s"
             f" WHERE id = %s AND expired_at IS NULL RETURNING {_SILENCE_COLUMNS}",
             (by, silence_id),
         )
-        row = cur.fetchone()
+        row = await cur.fetchone()
         if row is not None:
             return row
-        cur.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s", (silence_id,))
-        found = cur.fetchone()
+        await cur.execute(f"SELECT {_SILENCE_COLUMNS} FROM silences WHERE id = %s", (silence_id,))
+        found = await cur.fetchone()
     if found is None:
         raise Refused(f"no silence {silence_id}", silence_id)
     when = found.expired_at.isoformat(timespec="seconds") if found.expired_at else "?"

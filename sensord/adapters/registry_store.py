@@ -58,6 +58,12 @@ def read_all(conninfo: str) -> dict[str, dict[Key, DbRow]]:
             return load(conn)
 
 
+def read_panorama(conninfo: str, ident: str) -> dict[str, Any] | None:
+    """The panorama of a device or an address, on a connection of its own (``panorama``)."""
+    with psycopg.connect(conninfo) as conn:
+        return panorama(conn, ident)
+
+
 def load(conn: psycopg.Connection) -> dict[str, dict[Key, DbRow]]:
     """Every registry table as db rows by key (array columns as tuples, like the core's)."""
     tables: dict[str, dict[Key, DbRow]] = {}

@@ -27,10 +27,10 @@ from sensord.adapters.metrics import Metrics
 from sensord.adapters.migrations import migrate
 from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.adapters.registry_store import panorama, run_import
+from sensord.cli.registry import read_directory
 from sensord.core.backoff import Backoff
 from sensord.core.context import DeviceContext
 from sensord.paths import shipped
-from sensord.registry_cli import read_directory
 from simulators.district import generate, write
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher

@@ -11,13 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sensord.cli.registry import read_directory
 from sensord.core.privacy import mask_name, mask_phone
 from sensord.core.registry import vocabulary
 from sensord.core.registry.cells import format_cell
 from sensord.core.registry.csvfiles import RowError, parse_file, parse_row, render
 from sensord.core.registry.plan import ImportPlan, TableChanges, plan_import
 from sensord.core.registry.rows import DEVICES, ENTITIES, ENTITY_BY_FILE, DbRow, Entity, Key
-from sensord.registry_cli import read_directory
 from simulators.district import generate
 
 BY_NAME = {entity.name: entity for entity in ENTITIES}

@@ -1,39 +1,76 @@
-"""What the operator commands share: exit codes on refusals and database trouble, argument
-types, and plain-text tables."""
+"""What the operator commands share: the one mapping from errors to exit codes, the one
+database connection, argument types, plain-text tables and JSON output."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import getpass
 import json
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
+from sensord import exits
 from sensord.config import Settings
+from sensord.errors import SensordError
 
 if TYPE_CHECKING:
     import psycopg
 
+SCHEMA_BEHIND = "the database schema is behind; run `sensord migrate`"
+
+
+class ArgumentInvalid(SensordError):
+    """A value the parser accepted as text but that does not make sense (exit 2)."""
+
 
 def guarded(
-    prog: str, command: Callable[[], int], refused: tuple[type[Exception], ...] = ()
+    prog: str,
+    command: Callable[[], int],
+    refused: tuple[type[Exception], ...] = (),
+    *,
+    schema_behind: str = SCHEMA_BEHIND,
 ) -> int:
-    """Run ``command``; a refusal or a database that is behind or unreachable: exit 1."""
+    """Run ``command``; the one place an error becomes an exit status and a message.
+
+    Invalid arguments: exit 2 (USAGE). A refusal (``refused``), or a database that is
+    behind (``schema_behind`` says what to do) or unreachable: exit 1 (FAILED).
+    """
     import psycopg
 
     try:
         return command()
+    except ArgumentInvalid as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exits.USAGE
     except refused as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedColumn):
-        print(f"{prog}: the database schema is behind; run `sensord migrate`", file=sys.stderr)
-        return 1
+        print(f"{prog}: {schema_behind}", file=sys.stderr)
+        return exits.FAILED
     except psycopg.OperationalError as exc:
         print(f"{prog}: cannot reach the database: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
+
+
+# One connection convention for every command: async. The order commands must call the
+# daemon's own async code (the order store and `services.order_actions.act`, the one action
+# path the MQTT commands take too), and the console and API that come next are async; so the
+# alert and silence queries are async as well, and each command is one `asyncio.run`. The
+# registry and migrations are whole-file jobs whose adapters own their single transaction:
+# they are handed a conninfo instead.
+async def connect(settings: Settings, application: str) -> psycopg.AsyncConnection[Any]:
+    """An autocommit connection for one command (``conn.transaction()`` for changes)."""
+    import psycopg
+
+    from sensord.adapters.database import conninfo
+
+    return await psycopg.AsyncConnection.connect(
+        conninfo(settings.database, application), autocommit=True
+    )
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[str]], right: set[int]) -> str:
@@ -86,12 +123,9 @@ def print_json(data: object) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False))
 
 
-async def connect(settings: Settings, application: str) -> psycopg.AsyncConnection[Any]:
-    """An autocommit connection for one command (``conn.transaction()`` for changes)."""
-    import psycopg
-
-    from sensord.adapters.database import conninfo
-
-    return await psycopg.AsyncConnection.connect(
-        conninfo(settings.database, application), autocommit=True
-    )
+def login_name() -> str:
+    """Who runs the command, when they did not say."""
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):  # no login name in a bare container
+        return "operator"

@@ -1,65 +1,48 @@
-"""``sensord alerts list|ack|clear`` and ``sensord silence add|list|expire``: alerts by hand.
+"""``sensord silence add|list|expire``: maintenance windows by hand.
 
 Arguments are parsed and checked here (times, durations, the rules a silence
 names, which may never be safety rules); the SQL is
-``adapters/alert_queries``. Exit status: 0 done; 1 refused (unknown id, an
-alert or silence not in a state the command applies to, a safety or unknown
-rule, a device or place not in the registry) or the database failed; 2 bad
-arguments.
+``adapters/alert_queries``. Exit status: 0 done; 1 refused (unknown id, a
+silence not in a state the command applies to, a safety or unknown rule, a
+device or place not in the registry) or the database failed; 2 bad arguments.
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
+import asyncio
 import re
-import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sensord.cli_common import as_json, guarded, nonblank, positive, print_json, table, when
+from sensord import exits
+from sensord.cli.common import (
+    ArgumentInvalid,
+    as_json,
+    connect,
+    guarded,
+    nonblank,
+    print_json,
+    table,
+    when,
+)
 from sensord.config import Settings
 from sensord.core.registry.vocabulary import DEVICE_KINDS
-from sensord.errors import SensordError
 
 if TYPE_CHECKING:
-    import psycopg
-
-    from sensord.adapters.alert_queries import AlertRow, NewSilence, Scope, SilenceRow
+    from sensord.adapters.alert_queries import NewSilence, Scope, SilenceRow
     from sensord.core.rules.model import RuleSet
 
-ALERT_STATES = ("open", "firing", "acknowledged", "cleared", "all")
+NAME = "silence"
 _DURATION = re.compile(r"^(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?$")
+Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-class ArgumentInvalid(SensordError):
-    """A value the parser accepted as text but that does not make sense (exit 2)."""
-
-
-def add_parser(commands: Any) -> None:
-    """Add ``alerts`` and ``silence`` with their subcommands to the ``sensord`` subparsers."""
-    alerts = commands.add_parser("alerts", help="list, acknowledge and clear alerts")
-    sub = alerts.add_subparsers(dest="alerts_command", required=True)
-    listing = sub.add_parser("list", help="alerts, the most recently seen first")
-    listing.add_argument(
-        "--state",
-        choices=ALERT_STATES,
-        default="open",
-        help="which alerts (default: open = firing or acknowledged)",
-    )
-    listing.add_argument("--limit", type=positive, default=100, help="at most this many")
-    listing.add_argument("--json", action="store_true", help="print as JSON")
-    ack = sub.add_parser("ack", help="acknowledge a firing alert")
-    ack.add_argument("alert_id", metavar="ID", type=int)
-    ack.add_argument("--by", required=True, type=nonblank("--by"), help="who acknowledges")
-    clear = sub.add_parser("clear", help="clear an open alert by hand")
-    clear.add_argument("alert_id", metavar="ID", type=int)
-    clear.add_argument("--reason", required=True, type=nonblank("--reason"), help="why")
-    clear.add_argument("--by", type=nonblank("--by"), help="who clears (default: the login name)")
-
-    silence = commands.add_parser(
-        "silence", help="maintenance windows: mute non-safety alerts of a device or place"
+def register(subparsers: Any) -> None:
+    """Add ``silence`` and its subcommands to the ``sensord`` subparsers."""
+    silence = subparsers.add_parser(
+        NAME, help="maintenance windows: mute non-safety alerts of a device or place"
     )
     sub = silence.add_subparsers(dest="silence_command", required=True)
     add = sub.add_parser(
@@ -94,138 +77,42 @@ def add_parser(commands: Any) -> None:
 
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
-    """Run the chosen ``alerts`` or ``silence`` subcommand; the process exit status."""
-
+    """Run the chosen ``silence`` subcommand; the process exit status."""
     from sensord.adapters.alert_queries import Refused
 
-    subcommand = getattr(args, f"{args.command}_command")
-    handlers: dict[tuple[str, str], Callable[[Settings, argparse.Namespace], int]] = {
-        ("alerts", "list"): _list_alerts,
-        ("alerts", "ack"): _ack,
-        ("alerts", "clear"): _clear,
-        ("silence", "add"): _add_silence,
-        ("silence", "list"): _list_silences,
-        ("silence", "expire"): _expire,
-    }
-    prog = f"sensord {args.command} {subcommand}"
-    try:
-        return guarded(
-            prog, lambda: handlers[(args.command, subcommand)](settings, args), (Refused,)
-        )
-    except ArgumentInvalid as exc:
-        print(f"{prog}: {exc}", file=sys.stderr)
-        return 2
+    handlers: dict[str, Handler] = {"add": _add, "list": _list, "expire": _expire}
+    handler = handlers[args.silence_command]
+    return guarded(
+        f"sensord silence {args.silence_command}",
+        lambda: asyncio.run(handler(settings, args)),
+        (Refused,),
+    )
 
 
-def _connect(settings: Settings) -> psycopg.Connection:
-    import psycopg
-
-    from sensord.adapters.database import conninfo
-
-    return psycopg.connect(conninfo(settings.database, "sensord-alerts"), autocommit=True)
-
-
-# --- alerts -----------------------------------------------------------------------
-
-
-def _list_alerts(settings: Settings, args: argparse.Namespace) -> int:
-    from sensord.adapters.alert_queries import list_alerts
-
-    with _connect(settings) as conn:
-        alerts = list_alerts(conn, args.state, args.limit)
-    if args.json:
-        print_json([as_json(alert) for alert in alerts])
-    elif not alerts:
-        print(f"no {'' if args.state == 'all' else args.state + ' '}alerts")
-    else:
-        print(alert_table(alerts))
-    return 0
-
-
-def _ack(settings: Settings, args: argparse.Namespace) -> int:
-    from sensord.adapters.alert_queries import acknowledge
-
-    with _connect(settings) as conn:
-        alert = acknowledge(conn, args.alert_id, args.by)
-    print(f"alert {alert.id} ({alert.rule} {alert.subject}) acknowledged by {args.by}")
-    return 0
-
-
-def _clear(settings: Settings, args: argparse.Namespace) -> int:
-    from sensord.adapters.alert_queries import clear, condition_still_holds
-
-    by = args.by or _login_name()
-    with _connect(settings) as conn:
-        alert = clear(conn, args.alert_id, args.reason, by)
-        holds = condition_still_holds(conn, alert.rule, alert.subject)
-    print(f"alert {alert.id} ({alert.rule} {alert.subject}) cleared by {by}: {args.reason}")
-    if holds:
-        print(
-            f"note: {alert.rule} still held for {alert.subject} at the last evaluation; it "
-            "raises a new alert only after its condition clears and holds again",
-            file=sys.stderr,
-        )
-    return 0
-
-
-def alert_table(alerts: Sequence[AlertRow]) -> str:
-    """Alerts as an aligned table for a terminal."""
-    rows = [
-        [
-            str(a.id),
-            a.state,
-            a.severity,
-            a.rule,
-            a.subject,
-            str(a.count),
-            when(a.first_seen),
-            when(a.last_seen),
-            _alert_note(a),
-        ]
-        for a in alerts
-    ]
-    headers = ["ID", "STATE", "SEVERITY", "RULE", "SUBJECT", "COUNT", "FIRST SEEN", "LAST SEEN"]
-    return table([*headers, "NOTE"], rows, right={0, 5})
-
-
-def _alert_note(alert: AlertRow) -> str:
-    notes = ["safety"] if alert.safety else []
-    if alert.silenced_by is not None:
-        notes.append(f"silenced by {alert.silenced_by}")
-    if alert.acknowledged_by:
-        notes.append(f"ack {alert.acknowledged_by}")
-    if alert.clear_reason:
-        notes.append(f"cleared: {alert.clear_reason}")
-    return "; ".join(notes)
-
-
-# --- silences ---------------------------------------------------------------------
-
-
-def _add_silence(settings: Settings, args: argparse.Namespace) -> int:
+async def _add(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.alert_queries import Refused, add_silence, device_kind, registered
 
     silence = new_silence(args, datetime.now(UTC))
     rules = _rules_or_none(settings, required=bool(silence.rules))
     if rules is not None:
         check_rules(silence.rules, rules)  # unknown or safety rules: refused before any I/O
-    with _connect(settings) as conn:
+    async with await connect(settings, "sensord-alerts") as conn:
         kind: str | None = silence.value if silence.scope == "kind" else None
         if silence.scope == "device":
-            kind = device_kind(conn, silence.value)
+            kind = await device_kind(conn, silence.value)
             if kind is None:
                 raise Refused(f"no device {silence.value!r} in the registry")
-        elif silence.scope != "kind" and not registered(conn, silence.scope, silence.value):
+        elif silence.scope != "kind" and not await registered(conn, silence.scope, silence.value):
             raise Refused(f"no {silence.scope} {silence.value!r} in the registry")
         if rules is not None and kind is not None:
             check_applicable(silence.rules, rules, kind)
-        created = add_silence(conn, silence)
+        created = await add_silence(conn, silence)
     print(
         f"silence {created.id} created: {created.scope} {created.value}, "
         f"{when(created.starts_at)} until {when(created.ends_at)}"
     )
     print(mutes(created.rules, rules))
-    return 0
+    return exits.OK
 
 
 def new_silence(args: argparse.Namespace, now: datetime) -> NewSilence:
@@ -349,27 +236,27 @@ def _rules_or_none(settings: Settings, *, required: bool) -> RuleSet | None:
         return None
 
 
-def _list_silences(settings: Settings, args: argparse.Namespace) -> int:
+async def _list(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.alert_queries import list_silences
 
-    with _connect(settings) as conn:
-        silences = list_silences(conn, args.all)
+    async with await connect(settings, "sensord-alerts") as conn:
+        silences = await list_silences(conn, args.all)
     if args.json:
         print_json([as_json(s) for s in silences])
     elif not silences:
         print("no silences" if args.all else "no active or pending silences")
     else:
         print(silence_table(silences))
-    return 0
+    return exits.OK
 
 
-def _expire(settings: Settings, args: argparse.Namespace) -> int:
+async def _expire(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.alert_queries import expire_silence
 
-    with _connect(settings) as conn:
-        silence = expire_silence(conn, args.silence_id, args.by)
+    async with await connect(settings, "sensord-alerts") as conn:
+        silence = await expire_silence(conn, args.silence_id, args.by)
     print(f"silence {silence.id} ({silence.scope} {silence.value}) expired by {args.by}")
-    return 0
+    return exits.OK
 
 
 def silence_table(silences: Sequence[SilenceRow]) -> str:
@@ -389,13 +276,3 @@ def silence_table(silences: Sequence[SilenceRow]) -> str:
     ]
     headers = ["ID", "STATUS", "SCOPE", "RULES", "FROM", "UNTIL", "AUTHOR", "REASON"]
     return table(headers, rows, right={0})
-
-
-# --- output -----------------------------------------------------------------------
-
-
-def _login_name() -> str:
-    try:
-        return getpass.getuser()
-    except (OSError, KeyError):  # no login name in a bare container
-        return "operator"

@@ -20,17 +20,19 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sensord.cli_common import connect, guarded, when
+from sensord import exits
+from sensord.cli.common import ArgumentInvalid, connect, guarded, when
 from sensord.config import Settings
 from sensord.core.orders.lifecycle import PHASES
 from sensord.core.orders.report import GROUPINGS, Grouping, GroupStats, sla_report
 
+NAME = "report"
 FORMATS = ("markdown", "csv")
 
 
-def add_parser(commands: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``report`` with its subcommands to the ``sensord`` subparsers."""
-    report = commands.add_parser("report", help="reports over work orders")
+    report = subparsers.add_parser(NAME, help="reports over work orders")
     sub = report.add_subparsers(dest="report_command", required=True)
     sla = sub.add_parser(
         "sla", help="SLA per worker, organisation or area over orders created in [--from, --to)"
@@ -58,16 +60,16 @@ def add_parser(commands: Any) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run ``report sla``; the process exit status."""
-    prog = f"sensord report {args.report_command}"
-    if args.end <= args.start:
-        print(f"{prog}: --to must be after --from (--to is exclusive)", file=sys.stderr)
-        return 2
-    return guarded(prog, lambda: asyncio.run(_sla(settings, args)))
+    return guarded(
+        f"sensord report {args.report_command}", lambda: asyncio.run(_sla(settings, args))
+    )
 
 
 async def _sla(settings: Settings, args: argparse.Namespace) -> int:
     from sensord.adapters.order_report import sla_records
 
+    if args.end <= args.start:
+        raise ArgumentInvalid("--to must be after --from (--to is exclusive)")
     async with await connect(settings, "sensord-report") as conn, conn.cursor() as cur:
         records = await sla_records(cur, args.start, args.end)
     as_of = datetime.now(UTC)
@@ -84,7 +86,7 @@ async def _sla(settings: Settings, args: argparse.Namespace) -> int:
         sys.stdout.write(text)
     else:
         args.output.write_text(text, encoding="utf-8")
-    return 0
+    return exits.OK
 
 
 # --- output -----------------------------------------------------------------------

@@ -15,17 +15,19 @@ import time
 from pathlib import Path
 from typing import Any
 
+from sensord import exits
+from sensord.cli.common import guarded, print_json
 from sensord.config import Settings
 from sensord.core.privacy import mask_name, mask_phone
 from sensord.core.registry.csvfiles import ParsedFile, RowError, parse_file, render
 from sensord.core.registry.rows import ENTITY_BY_FILE
 
+NAME = "registry"
 
-def add_parser(commands: Any) -> None:
+
+def register(subparsers: Any) -> None:
     """Add ``registry`` and its subcommands to the ``sensord`` subparsers."""
-    registry = commands.add_parser(
-        "registry", help="import, export and look up the housing registry"
-    )
+    registry = subparsers.add_parser(NAME, help="import, export and look up the housing registry")
     sub = registry.add_subparsers(dest="registry_command", required=True)
     load = sub.add_parser(
         "import",
@@ -43,21 +45,15 @@ def add_parser(commands: Any) -> None:
 
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Run the chosen ``registry`` subcommand; the process exit status."""
-    import psycopg
-
     from sensord.adapters.database import conninfo
 
     handlers = {"import": _import, "export": _export, "show": _show}
-    try:
-        return handlers[args.registry_command](
-            conninfo(settings.database, "sensord-registry"), args
-        )
-    except psycopg.errors.UndefinedTable:
-        print("sensord registry: no registry tables; run `sensord migrate` first", file=sys.stderr)
-        return 1
-    except psycopg.OperationalError as exc:
-        print(f"sensord registry: cannot reach the database: {exc}", file=sys.stderr)
-        return 1
+    handler = handlers[args.registry_command]
+    return guarded(
+        "sensord registry",
+        lambda: handler(conninfo(settings.database, "sensord-registry"), args),
+        schema_behind="no registry tables; run `sensord migrate` first",
+    )
 
 
 # --- import -----------------------------------------------------------------------
@@ -91,7 +87,7 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
     directory: Path = args.directory
     if not directory.is_dir():
         print(f"sensord registry import: {directory} is not a directory", file=sys.stderr)
-        return 2
+        return exits.USAGE
     started = time.monotonic()
     files, strays = read_directory(directory)
     if not files and not strays:
@@ -100,12 +96,12 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
             f"sensord registry import: no registry files in {directory} ({expected})",
             file=sys.stderr,
         )
-        return 1
+        return exits.FAILED
     try:
         plan = run_import(conninfo, files, dry_run=args.dry_run or bool(strays))
     except RegistryRejected as exc:
         print(f"sensord registry import: {exc}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     errors = sorted([*strays, *plan.errors], key=RowError.sort_key)
     if errors:
         for error in errors:
@@ -116,7 +112,7 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
             "nothing was applied",
             file=sys.stderr,
         )
-        return 1
+        return exits.FAILED
     print(f"{'file':<22} {'inserted':>9} {'updated':>9} {'unchanged':>9} {'deleted':>9}")
     for name, change in plan.changes.items():
         print(
@@ -130,7 +126,7 @@ def _import(conninfo: str, args: argparse.Namespace) -> int:
         print(f"applied in {elapsed:.2f} s")
     else:
         print(f"nothing to change ({elapsed:.2f} s)")
-    return 0
+    return exits.OK
 
 
 # --- export -----------------------------------------------------------------------
@@ -149,26 +145,26 @@ def _export(conninfo: str, args: argparse.Namespace) -> int:
         temporary.write_text(render(entity, rows.values()), encoding="utf-8")
         os.replace(temporary, path)  # a reader never sees half a file
         print(f"{file:<22} {len(rows):>9} rows")
-    return 0
+    return exits.OK
 
 
 # --- show -------------------------------------------------------------------------
 
 
 def _show(conninfo: str, args: argparse.Namespace) -> int:
-    import psycopg
+    from sensord.adapters.registry_store import read_panorama
 
-    from sensord.adapters.registry_store import panorama
-
-    with psycopg.connect(conninfo) as conn:
-        view = panorama(conn, args.ident)
+    view = read_panorama(conninfo, args.ident)
     if view is None:
         print(f"sensord registry show: no device or address {args.ident!r}", file=sys.stderr)
-        return 1
+        return exits.FAILED
     if not args.unmask:
         view = masked(view)
-    print(json.dumps(view, ensure_ascii=False, indent=2) if args.json else describe(view))
-    return 0
+    if args.json:
+        print_json(view)
+    else:
+        print(describe(view))
+    return exits.OK
 
 
 def masked(view: dict[str, Any]) -> dict[str, Any]:

@@ -17,7 +17,8 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sensord.cli_common import (
+from sensord import exits
+from sensord.cli.common import (
     as_json,
     connect,
     guarded,
@@ -34,6 +35,7 @@ if TYPE_CHECKING:
     from sensord.adapters.order_report import EventRow, OutboxRow
     from sensord.adapters.order_store import OrderRow
 
+NAME = "orders"
 ORDER_STATES = ("open", "all", *(state.value for state in State))
 DEFAULT_ROLE = "operator"  # the role of a --by who is not staff in the registry
 ACTIONS = {
@@ -47,9 +49,9 @@ ACTIONS = {
 Handler = Callable[[Settings, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
-def add_parser(commands: Any) -> None:
+def register(subparsers: Any) -> None:
     """Add ``orders`` with its subcommands to the ``sensord`` subparsers."""
-    orders = commands.add_parser("orders", help="list, show and act on work orders")
+    orders = subparsers.add_parser(NAME, help="list, show and act on work orders")
     sub = orders.add_subparsers(dest="orders_command", required=True)
     listing = sub.add_parser("list", help="work orders, the most recently changed first")
     listing.add_argument(
@@ -108,7 +110,7 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
         print(f"no {'' if args.state == 'all' else args.state + ' '}orders")
     else:
         print(order_table(orders))
-    return 0
+    return exits.OK
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
@@ -131,7 +133,7 @@ async def _show(settings: Settings, args: argparse.Namespace) -> int:
         )
     else:
         print(describe(order, events, outbox))
-    return 0
+    return exits.OK
 
 
 async def _act(settings: Settings, args: argparse.Namespace) -> int:
@@ -156,12 +158,12 @@ async def _act(settings: Settings, args: argparse.Namespace) -> int:
         )  # fmt: skip
     if args.json:
         print_json(order.public())
-        return 0
+        return exits.OK
     print(f"order {order.id} {order.state} ({event.value} by {args.by} as {role})")
     if order.due_at is not None:
         print(f"next deadline: {order.due_phase} by {when(order.due_at)}")
     print(f"{changes.notices} notifications queued")
-    return 0
+    return exits.OK
 
 
 # --- output -----------------------------------------------------------------------
