@@ -28,6 +28,7 @@ import psycopg
 
 from sensord.adapters.metrics import Metrics
 from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
+from sensord.core.backoff import Backoff
 from sensord.core.context import EMPTY, DeviceContext, RegistrySnapshot
 from sensord.core.messages import DeviceInfo
 from sensord.retry import Retry
@@ -160,14 +161,14 @@ class RegistryDirectory:
         )
         return loaded.snapshot
 
-    async def follow(self, refresh_s: float, retry: Retry) -> None:
+    async def follow(self, refresh_s: float, retry: Backoff | Retry) -> None:
         """Reload on every (debounced) NOTIFY, and every ``refresh_s`` regardless; never returns.
 
         Call after open(). Any failure (the database, the LISTEN connection, a
         reload) is logged and counted here, the last good snapshot stays, and
         the loop reconnects, re-LISTENs and reloads after a backoff.
         """
-        attempts = retry.attempts()
+        attempts = Retry.of(retry).attempts()
         try:
             while True:
                 try:
