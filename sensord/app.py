@@ -22,7 +22,6 @@ from prometheus_client import CollectorRegistry
 from psycopg_pool import AsyncConnectionPool
 
 from sensord import __version__, exits
-from sensord.adapters import metrics as prometheus
 from sensord.adapters.database import (
     ReadingStore,
     conninfo,
@@ -32,7 +31,7 @@ from sensord.adapters.database import (
     where,
 )
 from sensord.adapters.directory import RegistryDirectory
-from sensord.adapters.metrics import Metrics
+from sensord.adapters.metrics import Metrics, serve_metrics, watch_loop_lag
 from sensord.adapters.mqtt import MqttConsumer, quiet_unacknowledged
 from sensord.adapters.systemd import Notifier, watchdog
 from sensord.clock import Clock, SystemClock
@@ -85,7 +84,7 @@ async def run(
     notifier = Notifier()
     if install_signals:
         _install_signals(loop, daemon.stop)
-    server = prometheus.serve(settings.metrics, daemon.metrics.registry)
+    server = serve_metrics(settings.metrics, daemon.metrics.registry)
     if server is not None:
         daemon.metrics_port = server.server_port
     pool = make_pool(settings.database)
@@ -182,7 +181,7 @@ async def _run(
                     name="sensord.absence",
                 )
             )
-        background.append(group.create_task(prometheus.watch_loop_lag(metrics), name="sensord.lag"))
+        background.append(group.create_task(watch_loop_lag(metrics), name="sensord.lag"))
         background += orders.start(group, backoff) if orders else []
         starting = group.create_task(consumer.start(), name="sensord.mqtt")
         stopping = asyncio.ensure_future(daemon.stop.wait())

@@ -329,7 +329,7 @@ class Metrics:
         self._ingest.in_flight = in_flight
 
 
-def serve(config: MetricsConfig, registry: CollectorRegistry) -> WSGIServer | None:
+def serve_metrics(config: MetricsConfig, registry: CollectorRegistry) -> WSGIServer | None:
     """Start the /metrics endpoint in its own thread; None when disabled."""
     if not config.enabled:
         return None
