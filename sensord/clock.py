@@ -1,9 +1,10 @@
-"""The wall and monotonic clocks, injected so that tests can drive time."""
+"""The wall and monotonic clocks, injected so that tests can drive time (ManualClock)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 
@@ -29,3 +30,35 @@ class SystemClock:
     def monotonic(self) -> float:
         """time.monotonic()."""
         return time.monotonic()
+
+
+class ManualClock:
+    """Clocks that move only when told to: tests (and simulations) drive time with it.
+
+    ``sleep`` advances both clocks by the delay instead of waiting, and records it,
+    so a retry or a timer paced by it runs at once and its delays can be checked.
+    """
+
+    def __init__(self, start: datetime | None = None, monotonic: float = 0.0) -> None:
+        self._now = start or datetime(2026, 1, 1, tzinfo=UTC)
+        self._monotonic = monotonic
+        self.slept: list[float] = []
+
+    def now(self) -> datetime:
+        """Wall time, timezone-aware UTC."""
+        return self._now
+
+    def monotonic(self) -> float:
+        """Seconds since the clock's start, as advanced."""
+        return self._monotonic
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward."""
+        self._now += timedelta(seconds=seconds)
+        self._monotonic += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Advance by ``seconds``, record it, and let other tasks run once."""
+        self.slept.append(seconds)
+        self.advance(seconds)
+        await asyncio.sleep(0)

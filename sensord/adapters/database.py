@@ -1,4 +1,4 @@
-"""TimescaleDB access: the connection pool and the batch writer.
+"""TimescaleDB access: waiting for the server, the connection pool, the batch writer, retention.
 
 A batch goes in with one binary COPY into a per-connection staging table and
 one ``INSERT ... SELECT ... ON CONFLICT DO NOTHING``, so a message the broker
@@ -8,17 +8,24 @@ commits in one transaction.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import psycopg
 from psycopg import AsyncConnection, AsyncCursor, sql
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
+from sensord.adapters import migrations
 from sensord.config import DatabaseConfig
 from sensord.core.messages import DEAD_LETTER_COLUMNS, READING_COLUMNS, DeadLetter, Reading
 from sensord.errors import StorageRejected, StorageUnavailable
+from sensord.retry import Retry, Stopped
+
+log = logging.getLogger("sensord.database")
 
 # Binary COPY needs the PostgreSQL type of each column, in READING_COLUMNS order.
 _READING_TYPES: tuple[str, ...] = (
@@ -62,6 +69,47 @@ def conninfo(config: DatabaseConfig, application: str = "sensord") -> str:
     if password:
         extra["password"] = password
     return psycopg.conninfo.make_conninfo(config.dsn, **extra)
+
+
+def where(dsn: str) -> str:
+    """host:port/dbname of a DSN in either form, never its credentials."""
+    try:
+        parts = psycopg.conninfo.conninfo_to_dict(dsn)
+    except psycopg.ProgrammingError:
+        return "the configured database"
+    return f"{parts.get('host', 'localhost')}:{parts.get('port', 5432)}/{parts.get('dbname', '')}"
+
+
+async def wait_for_database(dsn: str, retry: Retry) -> bool:
+    """Connect until the server answers; False if ``retry``'s stop came first."""
+
+    async def ping() -> None:
+        async with await psycopg.AsyncConnection.connect(dsn) as conn:
+            await conn.execute("SELECT 1")
+
+    def failed(attempt: int, delay: float, exc: BaseException) -> None:
+        log.warning(
+            "database not reachable yet",
+            extra={"attempt": attempt, "retry_in_s": round(delay, 2), "error": str(exc)},
+        )
+
+    try:
+        # Any failure here means "not yet"; each one is logged.
+        await retry.call(ping, on=Exception, failed=failed)
+    except Stopped:
+        return False
+    return True
+
+
+async def schema_current(dsn: str, directory: Path) -> bool:
+    """Whether every migration in ``directory`` is applied; logs the missing ones if not."""
+    missing = await asyncio.to_thread(migrations.pending, dsn, directory)
+    if missing:
+        log.critical(
+            "database schema is behind; run `sensord migrate` first",
+            extra={"pending": [f"{m.version:04d}_{m.name}" for m in missing]},
+        )
+    return not missing
 
 
 async def _prepare_connection(conn: AsyncConnection) -> None:
@@ -143,3 +191,24 @@ class ReadingStore:
             copy.set_types(_DEAD_LETTER_TYPES)
             for row in dead_letters:
                 await copy.write_row(row)
+
+
+async def expire(
+    pool: AsyncConnectionPool, readings_days: int, dead_letters_days: int
+) -> tuple[int, int]:
+    """Drop reading chunks and delete dead letters past their age, in one transaction.
+
+    Returns (chunks dropped, dead letters deleted).
+    """
+    async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        await cur.execute(
+            "SELECT count(*) FROM drop_chunks('readings', older_than => %s::interval)",
+            (f"{readings_days} days",),
+        )
+        row = await cur.fetchone()
+        chunks = int(row[0]) if row else 0
+        await cur.execute(
+            "DELETE FROM dead_letters WHERE received_at < now() - %s::interval",
+            (f"{dead_letters_days} days",),
+        )
+        return chunks, max(cur.rowcount, 0)

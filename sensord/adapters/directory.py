@@ -20,9 +20,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from collections.abc import Callable, Mapping
+from datetime import date
 
 import psycopg
 
@@ -31,6 +31,7 @@ from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.core.backoff import Backoff
 from sensord.core.context import EMPTY, DeviceContext, RegistrySnapshot
 from sensord.core.messages import DeviceInfo
+from sensord.retry import Retry
 
 log = logging.getLogger("sensord.directory")
 
@@ -81,6 +82,20 @@ class RegistryDirectory:
     def context(self, device_id: str) -> DeviceContext | None:
         """A device's resolved context in the current snapshot; None if not registered."""
         return self._snapshot.contexts.get(device_id)
+
+    def heartbeats(self) -> Mapping[str, tuple[str, int | None]]:
+        """Device id -> (kind, heartbeat interval): what the absence rules check against."""
+        return {
+            device_id: (context.device.kind, context.device.heartbeat_s)
+            for device_id, context in self._snapshot.contexts.items()
+        }
+
+    def inspections_due(self) -> Mapping[str, tuple[str, date | None]]:
+        """Device id -> (kind, inspection due date): what the inspection rules check against."""
+        return {
+            device_id: (context.device.kind, context.device.inspection_due)
+            for device_id, context in self._snapshot.contexts.items()
+        }
 
     # --- lifecycle
 
@@ -146,14 +161,14 @@ class RegistryDirectory:
         )
         return loaded.snapshot
 
-    async def follow(self, refresh_s: float, backoff: Backoff) -> None:
+    async def follow(self, refresh_s: float, retry: Backoff | Retry) -> None:
         """Reload on every (debounced) NOTIFY, and every ``refresh_s`` regardless; never returns.
 
         Call after open(). Any failure (the database, the LISTEN connection, a
         reload) is logged and counted here, the last good snapshot stays, and
         the loop reconnects, re-LISTENs and reloads after a backoff.
         """
-        attempt = 0
+        attempts = Retry.of(retry).attempts()
         try:
             while True:
                 try:
@@ -161,11 +176,10 @@ class RegistryDirectory:
                         self._listener = await self._listen()
                         # Changes committed while nobody listened were not notified.
                         await self.reload("listen")
-                    attempt = 0
+                    attempts.reset()
                     await self._follow(self._listener, refresh_s)
                 except Exception as exc:  # loop boundary: logged, counted, retried
-                    attempt += 1
-                    delay = backoff.delay(attempt, random.random)
+                    delay = attempts.failed()
                     if isinstance(exc, psycopg.Error):
                         self._metrics.database_errors.labels("registry").inc()
                     log.warning(
@@ -177,7 +191,7 @@ class RegistryDirectory:
                         },
                     )
                     await self.close()
-                    await asyncio.sleep(delay)
+                    await attempts.pause(delay)
         finally:
             await self.close()
 

@@ -7,15 +7,28 @@ and no per-device labels (the fleet is thousands of devices).
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable, Iterable
+from wsgiref.simple_server import WSGIServer
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    start_http_server,
+)
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.process_collector import ProcessCollector
 from prometheus_client.registry import Collector
 
 from sensord import __version__
+from sensord.config import MetricsConfig
 from sensord.core.messages import DEAD_LETTER_REASONS
+
+log = logging.getLogger("sensord.metrics")
 
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000)
 _LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -314,3 +327,21 @@ class Metrics:
         """Where the scrape reads received_total and in_flight from."""
         self._ingest.received = received
         self._ingest.in_flight = in_flight
+
+
+def serve_metrics(config: MetricsConfig, registry: CollectorRegistry) -> WSGIServer | None:
+    """Start the /metrics endpoint in its own thread; None when disabled."""
+    if not config.enabled:
+        return None
+    server, _thread = start_http_server(config.port, config.host, registry=registry)
+    log.info("metrics endpoint up", extra={"address": f"{config.host}:{server.server_port}"})
+    return server
+
+
+async def watch_loop_lag(metrics: Metrics, interval_s: float = 0.5) -> None:
+    """How late a timer fires: what every handler on the loop waits on top of its own work."""
+    loop = asyncio.get_running_loop()
+    while True:
+        due = loop.time() + interval_s
+        await asyncio.sleep(interval_s)
+        metrics.event_loop_lag.observe(max(loop.time() - due, 0.0))

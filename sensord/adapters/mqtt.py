@@ -23,6 +23,7 @@ from sensord.config import MqttConfig
 from sensord.core.backoff import Backoff
 from sensord.core.topics import reading_subscription
 from sensord.errors import SensordError
+from sensord.retry import Retry
 
 log = logging.getLogger("sensord.mqtt")
 
@@ -48,27 +49,28 @@ class _BackoffClient(gmqtt.Client):  # type: ignore[misc]
         await super().reconnect(delay=delay)
 
 
-async def connect(client: gmqtt.Client, config: MqttConfig, backoff: Backoff, who: str) -> None:
+async def connect(
+    client: gmqtt.Client, config: MqttConfig, backoff: Backoff | Retry, who: str
+) -> None:
     """Connect ``client``, retrying with backoff until the broker answers (gmqtt reconnects
     by itself afterwards)."""
-    attempt = 0
-    while True:
-        try:
-            await client.connect(config.host, config.port, keepalive=config.keepalive_s)
-            return
-        except (OSError, gmqtt.mqtt.handler.MQTTConnectError) as exc:
-            attempt += 1
-            delay = backoff.delay(attempt, random.random)
-            log.warning(
-                "broker unreachable",
-                extra={
-                    "client": who,
-                    "attempt": attempt,
-                    "retry_in_s": round(delay, 2),
-                    "error": str(exc),
-                },
-            )
-            await asyncio.sleep(delay)
+
+    def failed(attempt: int, delay: float, exc: BaseException) -> None:
+        log.warning(
+            "broker unreachable",
+            extra={
+                "client": who,
+                "attempt": attempt,
+                "retry_in_s": round(delay, 2),
+                "error": str(exc),
+            },
+        )
+
+    await Retry.of(backoff).call(
+        lambda: client.connect(config.host, config.port, keepalive=config.keepalive_s),
+        on=(OSError, gmqtt.mqtt.handler.MQTTConnectError),
+        failed=failed,
+    )
 
 
 def authenticate(client: gmqtt.Client, config: MqttConfig) -> None:

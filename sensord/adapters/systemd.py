@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import os
 import socket
+from collections.abc import Awaitable, Callable, Sequence
+
+log = logging.getLogger("sensord.systemd")
 
 
 class Notifier:
@@ -39,3 +44,21 @@ class Notifier:
         if not usec or (pid and pid != str(os.getpid())):
             return None
         return int(usec) / 2_000_000
+
+
+async def watchdog(
+    notifier: Notifier,
+    wedged: Callable[[], Sequence[str]],
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> None:
+    """Ping systemd only while the loops are healthy: a wedged writer stops the pings."""
+    interval = notifier.watchdog_interval_s() or 10.0
+    while True:
+        stuck = wedged()
+        if stuck:
+            log.error(
+                "writer wedged; withholding the watchdog ping", extra={"writers": list(stuck)}
+            )
+        else:
+            notifier.send("WATCHDOG=1")
+        await sleep(interval)

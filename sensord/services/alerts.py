@@ -13,24 +13,34 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from psycopg import AsyncCursor
+from psycopg_pool import AsyncConnectionPool
 
-from sensord.adapters.alert_store import apply_evaluation
+from sensord.adapters.alert_store import (
+    apply_evaluation,
+    load_count_history,
+    load_last_seen,
+    load_states,
+)
 from sensord.adapters.database import ReadingStore
+from sensord.adapters.directory import RegistryDirectory
 from sensord.adapters.metrics import Metrics
+from sensord.adapters.rule_files import load_rules
 from sensord.clock import Clock
-from sensord.core.backoff import Backoff
+from sensord.config import Settings
 from sensord.core.messages import Reading
 from sensord.core.rules.engine import Evaluation, RuleEngine
+from sensord.core.rules.fields import context_fields
 from sensord.core.rules.model import RuleSet
 from sensord.core.rules.state import Outcome
 from sensord.errors import StorageUnavailable
+from sensord.paths import rules_directory
+from sensord.retry import Retry
 
 log = logging.getLogger("sensord.alerts")
 
@@ -114,40 +124,96 @@ class AlertPipeline:
         self._engine.swap_rules(rules)
 
 
+async def build_pipeline(
+    settings: Settings, pool: AsyncConnectionPool, directory: RegistryDirectory, metrics: Metrics,
+    clock: Clock,
+) -> AlertPipeline:  # fmt: skip
+    """The rule engine, resumed from the persisted rule states and the stored readings.
+
+    Raises RuleError when the rule files are invalid: fatal at start-up.
+    """
+    rules = load_rules(rules_directory(settings))
+    horizon = timedelta(days=settings.rules.state_horizon_days)
+    counted = {r.counts_category for r in rules.rules if r.counts_category}
+    longest = max((r.window_s or 0 for r in rules.rules if r.type == "count"), default=0)
+    async with pool.connection() as conn, conn.cursor() as cur:
+        states = await load_states(cur)
+        last_ts, last_received = await load_last_seen(cur, horizon)
+        history = await load_count_history(cur, counted, timedelta(seconds=longest))
+    log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
+    engine = RuleEngine(
+        rules,
+        states,
+        last_ts,
+        started_at=clock.now(),
+        last_received=last_received,
+        history=history,
+    )
+    return AlertPipeline(engine, snapshot_context_fields(directory), metrics)
+
+
+def snapshot_context_fields(directory: RegistryDirectory) -> Callable[[str], Mapping[str, Any]]:
+    """context_fields per device, cached for as long as the registry snapshot lasts."""
+    cache: dict[str, Mapping[str, Any]] = {}
+    current: list[object] = [None]
+
+    def fields(device_id: str) -> Mapping[str, Any]:
+        snapshot = directory.snapshot()
+        if snapshot is not current[0]:
+            cache.clear()
+            current[0] = snapshot
+        found = cache.get(device_id)
+        if found is None:
+            found = cache[device_id] = context_fields(snapshot.context(device_id))
+        return found
+
+    return fields
+
+
 async def watch_absence(
     pipeline: AlertPipeline,
-    devices: Callable[[], Mapping[str, tuple[str, int | None]]],
+    directory: RegistryDirectory,
     store: ReadingStore,
     clock: Clock,
     interval_s: float,
-    backoff: Backoff,
+    retry: Retry,
 ) -> None:
     """Every ``interval_s``, fire absence alerts; each check commits in the batch order."""
     while True:
         await asyncio.sleep(interval_s)
-        await commit_work(pipeline, pipeline.check_absence(clock.now(), devices()), store, backoff)
+        work = pipeline.check_absence(clock.now(), directory.heartbeats())
+        await commit_work(pipeline, work, store, retry)
+
+
+async def commit_inspections(
+    pipeline: AlertPipeline,
+    directory: RegistryDirectory,
+    store: ReadingStore,
+    clock: Clock,
+    retry: Retry,
+) -> None:
+    """The scheduled registry check: inspection dates against the inspection rules."""
+    work = pipeline.check_inspections(clock.now(), directory.inspections_due())
+    await commit_work(pipeline, work, store, retry)
 
 
 async def commit_work(
-    pipeline: AlertPipeline, work: AlertWork | None, store: ReadingStore, backoff: Backoff
+    pipeline: AlertPipeline, work: AlertWork | None, store: ReadingStore, retry: Retry
 ) -> None:
     """Commit alert work that no batch carries (timers), retrying while the database is down."""
     if work is None:
         return
+
+    def failed(attempt: int, delay: float, exc: BaseException) -> None:
+        log.warning(
+            "alert check: database unavailable, retrying",
+            extra={"retry_in_s": round(delay, 2), "error": str(exc)},
+        )
+
     try:
-        attempt = 0
-        while True:
-            try:
-                await store.write([], [], work.apply)
-                break
-            except StorageUnavailable as exc:
-                attempt += 1
-                delay = backoff.delay(attempt, random.random)
-                log.warning(
-                    "alert check: database unavailable, retrying",
-                    extra={"retry_in_s": round(delay, 2), "error": str(exc)},
-                )
-                await asyncio.sleep(delay)
+        await retry.call(
+            lambda: store.write([], [], work.apply), on=StorageUnavailable, failed=failed
+        )
         pipeline.committed(work)
     finally:
         work.finish()

@@ -11,16 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import deque
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NamedTuple
 
 from sensord.adapters.metrics import Metrics
+from sensord.adapters.mqtt import MqttConsumer
 from sensord.clock import Clock
-from sensord.core.batching import Batch, Batcher
-from sensord.core.messages import DeadLetter, DeviceInfo, Reading
+from sensord.config import Settings
+from sensord.core.batching import Batch, Batcher, BatchPolicy
+from sensord.core.messages import DeadLetter, DecodeLimits, DeviceInfo, Reading, decode
 from sensord.errors import CapacityError, PayloadError, ShutdownError
 
 log = logging.getLogger("sensord.ingest")
@@ -170,3 +173,53 @@ class IngestBuffer:
     def pending(self) -> int:
         """Messages taken and not yet settled."""
         return self._batcher.pending
+
+
+def build_buffer(
+    settings: Settings,
+    devices: Callable[[], Mapping[str, DeviceInfo]],
+    clock: Clock,
+    metrics: Metrics,
+) -> IngestBuffer:
+    """The buffer with the configured batching and decode limits, sampled by the metrics."""
+    ingest = settings.ingest
+    limits = DecodeLimits(
+        ingest.max_payload_bytes,
+        timedelta(seconds=ingest.max_future_s),
+        timedelta(days=ingest.max_past_days),
+    )
+    batcher: Batcher[Item] = Batcher(
+        BatchPolicy(ingest.batch_max_items, ingest.batch_max_age_ms / 1000, ingest.capacity)
+    )
+    buffer = IngestBuffer(
+        batcher,
+        functools.partial(decode, limits=limits, prefix=settings.mqtt.topic_prefix),
+        devices,
+        clock,
+        metrics,
+    )
+    metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
+    return buffer
+
+
+async def drain(
+    buffer: IngestBuffer,
+    writing: list[asyncio.Task[None]],
+    consumer: MqttConsumer,
+    timeout_s: float,
+) -> bool:
+    """Flush and acknowledge what is buffered; what cannot be, stays unacked for redelivery."""
+    buffer.stop_accepting()
+    _, late = await asyncio.wait(writing, timeout=timeout_s)
+    for task in late:
+        task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await asyncio.gather(*late, return_exceptions=True)
+    left = buffer.abandon("stopped before the database accepted the batch")
+    await consumer.settled(timeout_s=2.0)
+    if late or left:
+        log.warning(
+            "stopped with messages unacknowledged; the broker redelivers them next session",
+            extra={"unacknowledged": left},
+        )
+    return not late and not left

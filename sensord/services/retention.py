@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import psycopg
 from psycopg_pool import AsyncConnectionPool
 
+from sensord.adapters.database import expire
 from sensord.adapters.metrics import Metrics
 from sensord.config import RetentionConfig
 
@@ -31,18 +32,7 @@ async def run_retention(
 ) -> RetentionResult:
     """Drop expired reading chunks and delete expired dead letters; counted in metrics."""
     try:
-        async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.execute(
-                "SELECT count(*) FROM drop_chunks('readings', older_than => %s::interval)",
-                (f"{config.readings_days} days",),
-            )
-            row = await cur.fetchone()
-            chunks = int(row[0]) if row else 0
-            await cur.execute(
-                "DELETE FROM dead_letters WHERE received_at < now() - %s::interval",
-                (f"{config.dead_letters_days} days",),
-            )
-            deleted = max(cur.rowcount, 0)
+        chunks, deleted = await expire(pool, config.readings_days, config.dead_letters_days)
     except psycopg.Error as exc:
         metrics.retention_runs.labels("error").inc()
         metrics.database_errors.labels("retention").inc()

@@ -9,19 +9,17 @@ refuses as data is split row by row so that one bad row costs one dead letter
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections import Counter
 from collections.abc import Sequence
 
 from sensord.adapters.database import InTransaction, ReadingStore, WriteResult
 from sensord.adapters.metrics import Metrics
 from sensord.clock import Clock
-from sensord.core.backoff import Backoff
 from sensord.core.batching import Batch
 from sensord.core.messages import DeadLetter, Reading
 from sensord.errors import SensordError, ShutdownError, StorageRejected, StorageUnavailable
+from sensord.retry import Retry
 from sensord.services.alerts import AlertPipeline, AlertWork
 from sensord.services.ingest import IngestBuffer, Item
 
@@ -36,7 +34,7 @@ class Writer:
         name: str,
         buffer: IngestBuffer,
         store: ReadingStore,
-        backoff: Backoff,
+        retry: Retry,
         clock: Clock,
         metrics: Metrics,
         alerts: AlertPipeline | None = None,
@@ -45,7 +43,7 @@ class Writer:
         self._alerts = alerts
         self._buffer = buffer
         self._store = store
-        self._backoff = backoff
+        self._retry = retry
         self._clock = clock
         self._metrics = metrics
         self.busy_since: float | None = None
@@ -94,25 +92,22 @@ class Writer:
         dead: Sequence[DeadLetter],
         also: InTransaction | None = None,
     ) -> WriteResult:
-        attempt = 0
-        while True:
-            try:
-                return await self._store.write(readings, dead, also)
-            except StorageUnavailable as exc:
-                attempt += 1
-                delay = self._backoff.delay(attempt, random.random)
-                self._metrics.database_errors.labels("write").inc()
-                self._metrics.write_retries.inc()
-                log.warning(
-                    "database unavailable; batch stays unacknowledged",
-                    extra={
-                        "writer": self.name,
-                        "attempt": attempt,
-                        "retry_in_s": round(delay, 2),
-                        "error": str(exc),
-                    },
-                )
-                await asyncio.sleep(delay)
+        def failed(attempt: int, delay: float, exc: BaseException) -> None:
+            self._metrics.database_errors.labels("write").inc()
+            self._metrics.write_retries.inc()
+            log.warning(
+                "database unavailable; batch stays unacknowledged",
+                extra={
+                    "writer": self.name,
+                    "attempt": attempt,
+                    "retry_in_s": round(delay, 2),
+                    "error": str(exc),
+                },
+            )
+
+        return await self._retry.call(
+            lambda: self._store.write(readings, dead, also), on=StorageUnavailable, failed=failed
+        )
 
     async def _write_row_by_row(
         self, items: Sequence[Item], also: InTransaction | None
@@ -162,6 +157,14 @@ class Writer:
         if readings:
             oldest = min(reading.ts for reading in readings)
             metrics.lag_seconds.observe(max(0.0, (self._clock.now() - oldest).total_seconds()))
+
+
+def wedged(writers: Sequence[Writer], clock: Clock, stuck_after_s: float) -> list[str]:
+    """The writers busy with one batch for longer than ``stuck_after_s``."""
+    now = clock.monotonic()
+    return [
+        w.name for w in writers if w.busy_since is not None and now - w.busy_since > stuck_after_s
+    ]
 
 
 def _readings(batch: Batch[Item]) -> list[Reading]:

@@ -42,3 +42,37 @@ def test_database_and_unexpected_errors_are_counted_and_retried() -> None:
     asyncio.run(scenario())
     assert metrics.database_errors.labels("outbox")._value.get() == 1
     assert metrics.loop_errors.labels("outbox")._value.get() == 1
+
+
+def test_a_stop_ends_the_backoff_pause_after_a_failure() -> None:
+    metrics = Metrics(CollectorRegistry(), process=False)
+    calls: list[int] = []
+
+    async def scenario() -> None:
+        failed = asyncio.Event()
+        stop = asyncio.Event()
+
+        async def step() -> bool:
+            calls.append(1)
+            failed.set()
+            raise psycopg.OperationalError("down")
+
+        loop = asyncio.create_task(
+            poll(
+                step,
+                asyncio.Event(),
+                3600.0,
+                Backoff(3600.0, 3600.0),  # an hour's pause: only the stop can end it
+                metrics=metrics,
+                operation="outbox",
+                log=logging.getLogger("test"),
+                stop=stop,
+            )
+        )
+        await failed.wait()
+        stop.set()
+        await asyncio.wait_for(loop, 30)  # a hang guard, not a timing
+
+    asyncio.run(scenario())
+    assert calls == [1]
+    assert metrics.database_errors.labels("outbox")._value.get() == 1

@@ -5,7 +5,7 @@ is ``T0 + t``. The harness feeds the engine the way the daemon does (batches of
 readings, the registry context per device), keeps what the daemon keeps in the
 database (the changed rule states as JSON, each device's newest stored device
 time), and can restart: a new engine built from exactly that, as
-``app._alert_pipeline`` builds one. Every alert change is recorded as
+``services.alerts.build_pipeline`` builds one. Every alert change is recorded as
 ``(t_seconds, outcome)`` per rule.
 """
 
