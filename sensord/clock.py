@@ -53,9 +53,15 @@ class ManualClock:
         return self._monotonic
 
     def advance(self, seconds: float) -> None:
-        """Move both clocks forward."""
+        """Move both clocks forward (never back)."""
+        if seconds < 0:
+            raise ValueError("a clock never goes back")
         self._now += timedelta(seconds=seconds)
         self._monotonic += seconds
+
+    def set(self, at: datetime) -> None:
+        """Move both clocks forward to wall time ``at``."""
+        self.advance((at - self._now).total_seconds())
 
     async def sleep(self, seconds: float) -> None:
         """Advance by ``seconds``, record it, and let other tasks run once."""

@@ -18,7 +18,7 @@ from typing import Any
 from psycopg import AsyncCursor
 from psycopg.rows import class_row
 
-from sensord.adapters.order_queries import COLUMNS, OrderRow, load_order
+from sensord.adapters.order_queries import COLUMNS, OrderRow
 from sensord.adapters.outbox_store import Queued, enqueue
 from sensord.config import Settings
 from sensord.core.orders.lifecycle import Due, due_after
@@ -32,24 +32,6 @@ from sensord.core.orders.notices import (
 )
 from sensord.core.orders.policy import Deadlines
 from sensord.core.orders.routing import Party
-
-# Where the other modules and the tests have always found them.
-__all__ = [
-    "SYSTEM",
-    "Changes",
-    "NewOrder",
-    "OrderRow",
-    "Outlets",
-    "advance",
-    "clear_deadline",
-    "create_order",
-    "enqueue",
-    "link_alert",
-    "load_order",
-    "notify",
-    "record",
-    "transition",
-]
 
 SYSTEM = "sensord"  # actor and role of the daemon's own steps
 

@@ -32,8 +32,8 @@ from sensord.config import Settings
 from sensord.core.orders.machine import Event, State
 
 if TYPE_CHECKING:
+    from sensord.adapters.order_queries import OrderRow
     from sensord.adapters.order_report import EventRow, OutboxRow
-    from sensord.adapters.order_store import OrderRow
 
 NAME = "orders"
 ORDER_STATES = ("open", "all", *(state.value for state in State))
@@ -114,8 +114,8 @@ async def _list(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _show(settings: Settings, args: argparse.Namespace) -> int:
+    from sensord.adapters.order_queries import load_order
     from sensord.adapters.order_report import order_history
-    from sensord.adapters.order_store import load_order
     from sensord.services.order_actions import OrderNotFound
 
     async with await connect(settings, "sensord-orders") as conn, conn.cursor() as cur:

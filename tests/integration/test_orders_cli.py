@@ -23,13 +23,13 @@ from typing import Any
 import psycopg
 import pytest
 
+from sensord.adapters.order_queries import load_order
 from sensord.adapters.order_store import (
     SYSTEM,
     Changes,
     NewOrder,
     Outlets,
     create_order,
-    load_order,
     transition,
 )
 from sensord.core.orders.machine import Event

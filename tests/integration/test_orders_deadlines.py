@@ -24,12 +24,12 @@ from sensord.adapters.order_queries import OrderRow, load_order, next_deadline
 from sensord.adapters.order_store import Changes, Outlets
 from sensord.adapters.registry_snapshot import load_snapshot
 from sensord.adapters.rule_files import load_policy
+from sensord.clock import ManualClock
 from sensord.core.orders.lifecycle import escalation_target, phase_budget
 from sensord.core.orders.machine import Event
 from sensord.paths import shipped
 from sensord.services.dispatcher import Dispatcher
 from sensord.services.order_actions import act
-from tests.support.orders import FakeClock
 
 pytestmark = pytest.mark.integration
 
@@ -43,7 +43,7 @@ class Harness:
     def __init__(self, dsn: str, pool: AsyncConnectionPool) -> None:
         self.dsn = dsn
         self.pool = pool
-        self.clock = FakeClock(T0)
+        self.clock = ManualClock(T0)
         self.metrics = Metrics(CollectorRegistry(), process=False)
         self.snapshot = load_snapshot(dsn).snapshot
         self.policy = load_policy(shipped("rules") / "routing.toml")
@@ -125,7 +125,7 @@ def test_the_next_deadline_is_the_earliest_due_at(demo_district: tuple[str, Path
     async def scenario(h: Harness) -> None:
         assert await h.next_deadline() is None
         first = await dispatched(h, DEVICES[0])
-        h.clock.advance(timedelta(seconds=30))
+        h.clock.advance(30)
         second = await dispatched(h, DEVICES[1])
         assert first.due_at is not None and second.due_at is not None
         assert first.due_at < second.due_at
@@ -242,7 +242,7 @@ def test_a_new_episode_while_open_is_attached(demo_district: tuple[str, Path]) -
         order = await dispatched(h, DEVICES[0])
         with psycopg.connect(h.dsn, autocommit=True) as db:
             db.execute("UPDATE alerts SET episode = 2 WHERE id = %s", (order.alert_id,))
-        h.clock.advance(timedelta(seconds=5))
+        h.clock.advance(5)
         await h.dispatcher.step()
         attached = await h.order_of(DEVICES[0])
         assert (attached.id, attached.alert_episode, attached.state) == (order.id, 2, "dispatched")

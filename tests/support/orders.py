@@ -7,7 +7,7 @@ import json
 import random
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,31 +24,6 @@ REPLIES = "sensord/v1/+/orders/+/replies"
 
 
 @dataclass
-class FakeClock:
-    """A ``sensord.clock.Clock`` that stands still until the test moves it."""
-
-    at: datetime
-    seconds: float = 0.0  # the monotonic reading
-
-    def now(self) -> datetime:
-        """The wall time the test set."""
-        return self.at
-
-    def monotonic(self) -> float:
-        """Moves with ``advance``, never back."""
-        return self.seconds
-
-    def advance(self, delta: timedelta) -> None:
-        """Move both clocks forward by ``delta``."""
-        assert delta >= timedelta(0), "a clock never goes back"
-        self.at += delta
-        self.seconds += delta.total_seconds()
-
-    def set(self, at: datetime) -> None:
-        """Move the wall clock to ``at`` (not before now)."""
-        self.advance(at - self.at)
-
-
 def policy_dir(
     tmp_path: Path, *, ack_s: int, arrive_s: int, resolve_s: int, hold_s: int = 1
 ) -> Path:
