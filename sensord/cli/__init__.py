@@ -1,4 +1,5 @@
-"""Command line: ``sensord run | migrate | check-config | registry | rules | alerts | silence``."""
+"""Command line: ``sensord run | migrate | check-config | registry | rules | alerts | silence |
+orders | report``."""
 
 # One module per command group, each of the same shape: ``NAME``, ``register(subparsers)``
 # and ``run(settings, args) -> int``; what they share (the error -> exit-code mapping, the
