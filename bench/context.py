@@ -52,7 +52,7 @@ from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.core.backoff import Backoff
 from sensord.core.context import RegistrySnapshot, SnapshotStats
 from sensord.paths import shipped
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
