@@ -129,7 +129,7 @@ class Layout:
     types: tuple[str, ...]
     q2: str
 
-    def statements(self) -> tuple[sql.Composable, sql.Composable, sql.Composable]:
+    def statements(self) -> tuple[sql.Composed, sql.Composed, sql.Composed]:
         """(create stage, copy into stage, insert from stage), as the daemon builds them."""
         stage = sql.Identifier("readings_stage")
         cols = sql.SQL(", ").join(map(sql.Identifier, self.columns))
