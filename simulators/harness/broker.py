@@ -13,7 +13,6 @@ import signal
 import socket
 import subprocess
 import tempfile
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +24,18 @@ from simulators.harness.processes import free_port, wait_until
 REPO = Path(__file__).resolve().parents[2]
 MOSQUITTO = os.environ.get("MOSQUITTO_BIN", "/usr/sbin/mosquitto")
 BROKER_CONFIG = REPO / "deploy" / "mosquitto" / "sensord.conf"
+
+
+def listening(process: subprocess.Popen[bytes] | None, port: int, log: Path) -> bool:
+    """Whether mosquitto accepts connections on ``port``; raises with its log if it exited."""
+    if process is not None and process.poll() is not None:
+        text = log.read_text(errors="replace") if log.exists() else ""
+        raise RuntimeError(f"mosquitto exited ({process.returncode}): {text[-2000:]}")
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+    except OSError:
+        return False
+    return True
 
 
 @dataclass
@@ -74,14 +85,7 @@ class Broker:
         self.start()
 
     def _listening(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            log = (self.workdir / "mosquitto.log").read_text(errors="replace")
-            raise RuntimeError(f"mosquitto exited: {log[-2000:]}")
-        try:
-            socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-        except OSError:
-            return False
-        return True
+        return listening(self.process, self.port, self.workdir / "mosquitto.log")
 
 
 # Settings for a benchmark broker. None removes a line (= mosquitto's default).
@@ -132,15 +136,12 @@ def start_broker(port: int, tmpdir: str | Path, **settings: Any) -> subprocess.P
             [MOSQUITTO, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=logf
         )
     proc.tmpdir = str(tmpdir)  # type: ignore[attr-defined]
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"mosquitto exited ({proc.returncode}): {log.read_text()}")
-        with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
-            return proc
-        time.sleep(0.05)
-    stop_broker(proc)
-    raise RuntimeError(f"mosquitto did not listen on {port}")
+    try:
+        wait_until(lambda: listening(proc, port, log), 5, f"mosquitto on {port}", step_s=0.05)
+    except TimeoutError:
+        stop_broker(proc)
+        raise RuntimeError(f"mosquitto did not listen on {port}") from None
+    return proc
 
 
 def stop_broker(proc: subprocess.Popen[bytes]) -> None:
