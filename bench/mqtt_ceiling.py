@@ -15,9 +15,18 @@ Usage::
 
 Library use::
 
+    from bench.mqtt_publishers import publish
+    from bench.mqtt_subscribers import gmqtt_bare
+    from simulators.harness.broker import broker
+
     with broker(18830) as proc:
         secs = publish("127.0.0.1", 18830, 100_000)
         res = gmqtt_bare("127.0.0.1", 18830, 100_000, receive_maximum=1000)
+
+The jobs live apart: the MQTT v5 codec and raw client in ``simulators.harness.mqtt_wire``,
+broker control in ``simulators.harness.broker``, publishers in ``bench.mqtt_publishers``,
+subscribers in ``bench.mqtt_subscribers``, probes in ``bench.mqtt_probes``; this module holds
+the measurement modes and the command line.
 
 Subscribers and publisher workers run in separate processes (``spawn``; a script using the
 library needs the ``if __name__ == "__main__":`` guard) so that they do not share a GIL; CPU
@@ -235,9 +244,6 @@ def _pub_compare(port: int, n: int, runs: int, variants: list[tuple[str, int, in
                   f"runs {' '.join(_fmt_rate(x) for x in rates)}  pubCPU "
                   f"{statistics.median(cpus):.2f}s brokerCPU {statistics.median(bcpus):.2f}s",
                   file=out, flush=True)
-
-
-# --------------------------------------------------------------------------------------------
 
 
 # --------------------------------------------------------------------------------------------

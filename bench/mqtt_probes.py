@@ -23,9 +23,6 @@ from simulators.harness.mqtt_wire import (
     puback_packet,
 )
 
-# probes: broker / gmqtt behaviour that decides the daemon's configuration
-# --------------------------------------------------------------------------------------------
-
 
 def _raw_pub(port: int, n: int, start: int = 0) -> None:
     """Simple blocking QoS 1 publish with all PUBACKs awaited (small n)."""

@@ -260,9 +260,3 @@ def expect(conn: Any, tag: str, timeout: float) -> tuple[Any, ...]:
     if msg[0] != tag:
         raise RuntimeError(f"expected {tag!r}, got {msg!r}")
     return msg  # type: ignore[no-any-return]
-
-
-# --------------------------------------------------------------------------------------------
-# bare subscribers
-# --------------------------------------------------------------------------------------------
-

@@ -16,8 +16,6 @@ from typing import Any
 HOST = "127.0.0.1"
 SUB_FILTER = "sensord/v1/+/+/+"
 
-# --------------------------------------------------------------------------------------------
-
 PUBLISH, PUBACK, CONNACK, SUBACK, DISCONNECT = 0x30, 0x40, 0x20, 0x90, 0xE0
 DISCONNECT_PKT = b"\xe0\x00"
 
