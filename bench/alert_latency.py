@@ -59,11 +59,14 @@ from typing import Any
 import psycopg
 
 from bench.ingest import daemon
-from bench.mqtt_ceiling import PUBACK, RawClient, broker, count_acks, proc_cpu, publish_packet
 from sensord.adapters.migrations import migrate
 from sensord.config import load_settings
 from sensord.paths import shipped
-from tests.support.services import ADMIN_DSN, drop_database, free_port, scrape
+from simulators.harness.broker import broker
+from simulators.harness.database import ADMIN_DSN, drop_database
+from simulators.harness.metrics import scrape
+from simulators.harness.mqtt_wire import PUBACK, RawClient, count_acks, publish_packet
+from simulators.harness.processes import free_port, proc_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 _CTX = mp.get_context("spawn")

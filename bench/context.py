@@ -40,6 +40,7 @@ import tracemalloc
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import psycopg
@@ -52,7 +53,7 @@ from sensord.adapters.registry_snapshot import LoadedSnapshot, load_snapshot
 from sensord.core.backoff import Backoff
 from sensord.core.context import RegistrySnapshot, SnapshotStats
 from sensord.paths import shipped
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 REPO = Path(__file__).resolve().parents[1]
 MIB = 1024 * 1024
@@ -111,10 +112,10 @@ def deep_size(root: object) -> tuple[int, Counter[str]]:
         elif hasattr(obj, "keys") and hasattr(obj, "values"):
             stack.extend(obj.keys())
             stack.extend(obj.values())
-            if type(obj).__name__ == "mappingproxy":
+            if isinstance(obj, MappingProxyType):
                 size += sys.getsizeof(dict(obj))  # the dict behind the proxy
-        elif hasattr(type(obj), "__slots__"):
-            stack.extend(getattr(obj, name) for name in type(obj).__slots__)
+        elif (slots := getattr(type(obj), "__slots__", None)) is not None:
+            stack.extend(getattr(obj, name) for name in slots)
     return size, kinds
 
 

@@ -1,7 +1,7 @@
 """Work orders (issue 5): alarm → owner notified, escalation lateness, dispatcher and outbox
 throughput, against ``sensord run`` as a real process.
 
-Every run uses one private Mosquitto (tests.support.services.Broker: the shipped
+Every run uses one private Mosquitto (simulators.harness.broker.Broker: the shipped
 ``deploy/mosquitto/sensord.conf``) and three fresh databases, each migrated and holding the
 demo district (``simulators district --seed 1 --scale demo``, imported with
 ``sensord registry import``):
@@ -64,21 +64,18 @@ import psycopg
 
 from bench.alert_latency import BackgroundLoad, bg_device, machine_jiffies, ms, pct
 from bench.ingest import daemon
-from bench.mqtt_ceiling import proc_cpu
 from sensord.adapters.migrations import migrate
 from sensord.paths import shipped
 from simulators.district import generate, write
+from simulators.harness.broker import Broker
+from simulators.harness.database import create_database, drop_database
+from simulators.harness.listener import Listener
+from simulators.harness.metrics import scrape
+from simulators.harness.processes import proc_cpu, wait_until
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
-from tests.support.listener import Listener
-from tests.support.services import (
-    REPO,
-    Broker,
-    create_database,
-    drop_database,
-    scrape,
-    wait_until,
-)
+
+REPO = Path(__file__).resolve().parents[1]
 
 DISPATCH = "sensord/v1/+/dispatch/#"
 ALARM_SEQ = 10**9  # far above any background seq: never taken for a redelivery
@@ -172,7 +169,7 @@ def wait_settled(dsn: str, quiet_s: float = 1.0, timeout_s: float = 60) -> None:
 
 
 class TimedListener(Listener):
-    """tests.support Listener that also keeps each message's arrival time."""
+    """The harness Listener that also keeps each message's arrival time."""
 
     def __init__(self, port: int, *topics: str) -> None:
         super().__init__(port, *topics)

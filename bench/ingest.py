@@ -20,9 +20,7 @@ import argparse
 import contextlib
 import os
 import platform
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -33,10 +31,15 @@ from pathlib import Path
 
 import psycopg
 
-from bench.mqtt_ceiling import broker, proc_cpu, publish_detailed, run_once
+from bench.mqtt_ceiling import run_once
+from bench.mqtt_publishers import publish_detailed
 from sensord.adapters.migrations import migrate
 from sensord.paths import shipped
-from tests.support.services import create_database, drop_database, free_port, scrape
+from simulators.harness.broker import broker
+from simulators.harness.daemon import Daemon, running
+from simulators.harness.database import create_database, drop_database
+from simulators.harness.metrics import scrape
+from simulators.harness.processes import proc_cpu
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICES = 1000
@@ -77,40 +80,16 @@ def daemon(
 
     ``overrides``: extra SENSORD_* variables (e.g. a batch age under test).
     """
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORD_")}
-    env.update(
-        SENSORD_DATABASE__DSN=dsn,
-        SENSORD_MQTT__PORT=str(mqtt_port),
-        SENSORD_MQTT__CLIENT_ID=client_id,
-        SENSORD_METRICS__PORT=str(port),
-        SENSORD_INGEST__MAX_PAST_DAYS="36500",  # the readings carry a fixed 2026-11-26 time base
-        SENSORD_LOG__LEVEL="WARNING",
-    )
-    env.update(overrides or {})
-    with log.open("ab") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "sensord", "run"], env=env,
-                                stdout=out, stderr=out, cwd=REPO)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"sensord exited {proc.returncode}; see {log}")
-            with contextlib.suppress(OSError):
-                if scrape(port).get("sensord_mqtt_connected") == 1.0:
-                    break
-            if time.monotonic() > deadline:
-                raise TimeoutError("sensord did not connect")
-            time.sleep(0.05)
-        yield proc.pid, port
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+    env = {
+        "SENSORD_DATABASE__DSN": dsn,
+        "SENSORD_MQTT__PORT": str(mqtt_port),
+        "SENSORD_MQTT__CLIENT_ID": client_id,
+        "SENSORD_INGEST__MAX_PAST_DAYS": "36500",  # the readings carry a fixed 2026-11-26 base
+        "SENSORD_LOG__LEVEL": "WARNING",
+        **(overrides or {}),
+    }
+    with running(Daemon(env, log, cwd=REPO)) as sensord:
+        yield sensord.pid, sensord.metrics_port
 
 
 def rss_mib(pid: int) -> float:

@@ -20,19 +20,19 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import psycopg
-from psycopg import sql
 
 from sensord.paths import shipped
+from simulators.harness.daemon import Daemon
+from simulators.harness.database import fresh_database
+from simulators.harness.metrics import scrape_or_empty
 from simulators.responders import Responders, staff_by_org
 
 DEFAULT_DSN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
@@ -116,8 +116,7 @@ def main(args: argparse.Namespace) -> int:
         closed = closed_loop(args.dsn, records, env)
     finally:
         stack.close()
-        daemon.send_signal(signal.SIGTERM)
-        code = daemon.wait(30)
+        code = daemon.terminate(30)
         print(f"\nsensord stopped with exit code {code} (log: {log})")
     ok = (stored, dead) == (totals["readings_total"], totals["dead_letters_total"])
     print("ground truth: " + ("matched" if ok else "NOT matched"))
@@ -189,62 +188,33 @@ def closed_loop(dsn: str, records: list[dict[str, Any]], env: dict[str, str]) ->
     return {device for *_, state, _, _, _, device, _ in orders if state == "closed"} >= devices
 
 
-def fresh_database(dsn: str, name: str) -> str:
-    """Drop and create database ``name`` on ``dsn``'s server; return its DSN."""
-    with psycopg.connect(dsn, autocommit=True) as admin:
-        admin.execute(
-            sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
-        )
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-    return psycopg.conninfo.make_conninfo(dsn, dbname=name)
-
-
 def _python(*argv: str, env: dict[str, str] | None = None) -> None:
     subprocess.run([sys.executable, "-m", *argv], check=True, env=env)
 
 
-def start_daemon(args: argparse.Namespace, log: Path, rules: Path) -> subprocess.Popen[bytes]:
+def start_daemon(args: argparse.Namespace, log: Path, rules: Path) -> Daemon:
     """``sensord run`` in the background, logging to a file; returns it once it is ready."""
-    env = dict(
-        os.environ,
-        SENSORD_LOG__FORMAT="text",
-        SENSORD_METRICS__PORT=str(args.metrics_port),
-        SENSORD_MQTT__PORT=str(args.mqtt_port),
-        SENSORD_DATABASE__DSN=args.dsn,
-        SENSORD_RULES__DIRECTORY=str(rules),
-    )
-    with log.open("ab") as out:
-        daemon = subprocess.Popen(
-            [sys.executable, "-m", "sensord", "run"], env=env, stdout=out, stderr=out
-        )
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if daemon.poll() is not None:
-            raise SystemExit(f"sensord exited with {daemon.returncode}; see {log}")
-        if scrape(args.metrics_port).get("sensord_mqtt_connected") == 1.0:
-            print(
-                f"sensord running (pid {daemon.pid}), "
-                f"metrics on http://127.0.0.1:{args.metrics_port}/metrics"
-            )
-            return daemon
-        time.sleep(0.2)
-    daemon.kill()
-    raise SystemExit(f"sensord did not become ready; see {log}")
-
-
-def scrape(port: int) -> dict[str, float]:
-    """The samples of /metrics by their full name (labels included)."""
+    env = {
+        "SENSORD_LOG__FORMAT": "text",
+        "SENSORD_MQTT__PORT": str(args.mqtt_port),
+        "SENSORD_DATABASE__DSN": args.dsn,
+        "SENSORD_RULES__DIRECTORY": str(rules),
+    }
+    daemon = Daemon(env, log, metrics_port=args.metrics_port, inherit_sensord_env=True)
     try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as response:
-            text = response.read().decode()
-    except OSError:
-        return {}
-    samples = {}
-    for line in text.splitlines():
-        if line and not line.startswith("#"):
-            name, _, value = line.rpartition(" ")
-            samples[name] = float(value)
-    return samples
+        daemon.start(timeout_s=30, step_s=0.2)
+    except RuntimeError:
+        raise SystemExit(
+            f"sensord exited with {daemon.process and daemon.process.returncode}; see {log}"
+        ) from None
+    except TimeoutError:
+        daemon.kill()
+        raise SystemExit(f"sensord did not become ready; see {log}") from None
+    print(
+        f"sensord running (pid {daemon.pid}), "
+        f"metrics on http://127.0.0.1:{args.metrics_port}/metrics"
+    )
+    return daemon
 
 
 def counts(db: psycopg.Connection, since: datetime) -> tuple[int, int]:
@@ -319,7 +289,7 @@ def summary(
             "SELECT category, count(*) FROM alerts GROUP BY category ORDER BY category"
         ).fetchall()
     print("  all alerts: " + ", ".join(f"{c} {n}" for c, n in other))
-    metrics = scrape(metrics_port)
+    metrics = scrape_or_empty(metrics_port)
     print("\nsensord metrics:")
     for name in (
         "sensord_ingest_received_messages_total",

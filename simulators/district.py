@@ -326,7 +326,8 @@ class _District:
 
     def people(self, dwellings: list[Address]) -> None:
         rng = self.rng
-        sizes, weights = zip(*HOUSEHOLD_SIZES, strict=True)
+        sizes = [size for size, _ in HOUSEHOLD_SIZES]
+        weights = [weight for _, weight in HOUSEHOLD_SIZES]
         # Residents of one-person households are more often elderly; others
         # are drawn so that the whole population comes out at ELDERLY_SHARE.
         singles = HOUSEHOLD_SIZES[0][1] / sum(s * w for s, w in HOUSEHOLD_SIZES)

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Publisher:
@@ -22,7 +23,7 @@ class Publisher:
         window: int = 1000,
     ) -> None:
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=client_id or f"sim-{uuid.uuid4().hex[:12]}",
             protocol=mqtt.MQTTv5,
         )

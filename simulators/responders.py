@@ -22,6 +22,7 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 STEPS = ("ack", "arrive", "resolve")
 _TAKES_OVER = {"order.dispatch", "order.escalate"}
@@ -49,7 +50,7 @@ class Responders:
         prefix: str = "sensord/v1",
     ) -> None:
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"responders-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )

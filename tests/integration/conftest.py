@@ -1,4 +1,4 @@
-"""Fixtures on the real services; see tests/support/services.py."""
+"""Fixtures on the real services; see simulators/harness/."""
 
 from __future__ import annotations
 
@@ -13,8 +13,11 @@ from sensord.adapters.migrations import migrate
 from sensord.cli import main as sensord_main
 from sensord.paths import shipped
 from simulators.district import generate, write
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.database import create_database, drop_database
 from simulators.protocol import SimDevice
-from tests.support.services import Broker, Daemon, create_database, drop_database
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +85,9 @@ def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callab
             "SENSORD_LOG__FORMAT": "text",
         }
         env.update(overrides)
-        daemon = Daemon(env, tmp_path / f"daemon-{len(started)}.log")
+        daemon = Daemon(
+            env, tmp_path / f"daemon-{len(started)}.log", config=REPO / "config.toml", cwd=REPO
+        )
         started.append(daemon)
         return daemon
 

@@ -11,10 +11,13 @@ import psycopg
 import pytest
 
 from simulators.fleet import read_csv_registry
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import wait_until
 from simulators.publisher import Publisher
 from simulators.schedule import messages, plan_from_run
+from tests.support import REPO
 from tests.support.fleet import run_fleet, wait_for_all_readings
-from tests.support.services import REPO, Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -24,7 +24,8 @@ from sensord.core.rules.engine import Effect, Evaluation, subject_of
 from sensord.core.rules.state import Outcome
 from sensord.paths import shipped
 from simulators.district import generate, write
-from tests.support.services import REPO, create_database, drop_database
+from simulators.harness.database import create_database, drop_database
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -32,9 +32,12 @@ from sensord.core.backoff import Backoff
 from sensord.core.context import DeviceContext
 from sensord.paths import shipped
 from simulators.district import generate, write
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.database import create_database, drop_database
+from simulators.harness.processes import wait_until
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
-from tests.support.services import Broker, Daemon, create_database, drop_database, wait_until
 
 pytestmark = pytest.mark.integration
 

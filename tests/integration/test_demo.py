@@ -11,7 +11,9 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from tests.support.services import REPO, Broker, free_port
+from simulators.harness.broker import Broker
+from simulators.harness.processes import free_port
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 ADMIN = "postgresql://sensord:sensord@127.0.0.1:5433/sensord"

@@ -14,8 +14,11 @@ import psycopg
 import pytest
 
 from simulators.fleet import read_csv_registry
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import wait_until
 from simulators.schedule import messages, plan_from_run
-from tests.support.services import REPO, Broker, Daemon, wait_until
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 

@@ -12,9 +12,13 @@ from datetime import UTC, datetime, timedelta
 import psycopg
 import pytest
 
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.database import create_database, drop_database
+from simulators.harness.processes import wait_until
 from simulators.protocol import SimDevice, encode, reading, topic
 from simulators.publisher import Publisher
-from tests.support.services import REPO, Broker, Daemon, create_database, drop_database, wait_until
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 

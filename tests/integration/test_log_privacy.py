@@ -20,8 +20,10 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import wait_until
 from simulators.publisher import Publisher
-from tests.support.services import Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -19,7 +19,7 @@ from sensord.config import DatabaseConfig, RetentionConfig
 from sensord.errors import MigrationError
 from sensord.paths import shipped
 from sensord.services.retention import run_retention
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 

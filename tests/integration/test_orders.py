@@ -19,8 +19,11 @@ from typing import ClassVar
 import psycopg
 import pytest
 
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.listener import Listener
+from simulators.harness.processes import wait_until
 from tests.support.fleet import SCENARIOS, run_fleet, wait_for_all_readings
-from tests.support.listener import Listener
 from tests.support.orders import (
     DISPATCH,
     REPLIES,
@@ -34,7 +37,6 @@ from tests.support.orders import (
     staff_of,
     trap_again,
 )
-from tests.support.services import Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -6,7 +6,6 @@ a bad webhook URL. Each test pinned a bug found in review (they failed before th
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -17,8 +16,12 @@ import pytest
 
 from sensord.adapters.migrations import migrate
 from sensord.paths import shipped
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.database import create_database, drop_database
+from simulators.harness.listener import Listener
+from simulators.harness.processes import wait_until
 from tests.support.fleet import run_fleet, wait_for_all_readings
-from tests.support.listener import Listener
 from tests.support.orders import (
     DISPATCH,
     REPLIES,
@@ -30,15 +33,6 @@ from tests.support.orders import (
     staff_of,
     trap_again,
 )
-from tests.support.services import (
-    BROKER_CONFIG,
-    MOSQUITTO,
-    Broker,
-    Daemon,
-    create_database,
-    drop_database,
-    wait_until,
-)
 
 pytestmark = pytest.mark.integration
 
@@ -46,8 +40,7 @@ pytestmark = pytest.mark.integration
 class AclBroker(Broker):
     """The private broker with an ACL: user ``sensord`` may not publish dispatch notices."""
 
-    def start(self) -> None:
-        self.workdir.mkdir(parents=True, exist_ok=True)
+    def overrides(self) -> str:
         acl = self.workdir / "acl"
         acl.write_text(
             "topic readwrite #\n"  # anonymous clients: the fleet and the listener
@@ -55,17 +48,10 @@ class AclBroker(Broker):
             "topic read sensord/v1/#\n"
             "topic write sensord/v1/+/orders/+/replies\n"
         )
-        self.config_path.write_text(
-            f"{BROKER_CONFIG.read_text()}\n# test overrides\nuser root\n"
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nacl_file {acl}\n"
+        return (
+            f"allow_anonymous true\nacl_file {acl}\n"
             f"persistence_location {self.workdir}/\nlog_dest file {self.workdir}/mosquitto.log\n"
         )
-        self.process = subprocess.Popen(
-            [MOSQUITTO, "-c", str(self.config_path)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        wait_until(self._listening, 10, f"mosquitto with an ACL on {self.port}")
 
 
 def test_a_publish_the_broker_refuses_is_not_marked_sent(

@@ -16,9 +16,11 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import wait_until
 from tests.support.fleet import SCENARIOS, run_fleet
 from tests.support.orders import order_events, outbox_drained, policy_dir, sensor_orders
-from tests.support.services import Broker, Daemon, wait_until
 
 pytestmark = pytest.mark.integration
 

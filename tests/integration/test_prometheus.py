@@ -24,9 +24,12 @@ from typing import Any
 import pytest
 
 from sensord import __version__
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import free_port, wait_until
 from simulators.protocol import SimDevice, reading, topic
 from simulators.publisher import Publisher
-from tests.support.services import REPO, Broker, Daemon, free_port, wait_until
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 

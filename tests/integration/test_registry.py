@@ -16,7 +16,7 @@ from sensord.cli import main
 from sensord.core.registry.rows import ENTITIES
 from sensord.paths import shipped
 from simulators.district import generate, write
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 

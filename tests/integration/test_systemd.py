@@ -34,9 +34,12 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from simulators.harness.broker import Broker
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import free_port, wait_until
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
-from tests.support.services import REPO, Broker, Daemon, free_port, wait_until
+from tests.support import REPO
 
 pytestmark = pytest.mark.integration
 

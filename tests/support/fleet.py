@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.support.services import REPO, Daemon, wait_until
+from simulators.harness.daemon import Daemon
+from simulators.harness.processes import wait_until
+from tests.support import REPO
 
 SCENARIOS = ("kitchen_fire", "elevator_entrapment", "fire_lane_blocked:for=20m")
 

@@ -12,11 +12,13 @@ from typing import Any
 
 import psycopg
 
+from simulators.harness.daemon import Daemon
+from simulators.harness.listener import Listener
+from simulators.harness.processes import wait_until
 from simulators.protocol import SimDevice, reading
 from simulators.publisher import Publisher
+from tests.support import REPO
 from tests.support.fleet import run_fleet, wait_for_all_readings
-from tests.support.listener import Listener
-from tests.support.services import REPO, Daemon, wait_until
 
 DISPATCH = "sensord/v1/+/dispatch/#"
 REPLIES = "sensord/v1/+/orders/+/replies"

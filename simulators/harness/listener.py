@@ -11,6 +11,7 @@ from types import TracebackType
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 class Listener:
@@ -18,7 +19,7 @@ class Listener:
 
     def __init__(self, port: int, *topics: str) -> None:
         self._client = mqtt.Client(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=f"listener-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
