@@ -20,7 +20,7 @@ from sensord.adapters.outbox_store import (
     outbox_backlog,
 )
 from sensord.paths import shipped
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 pytestmark = pytest.mark.integration
 
