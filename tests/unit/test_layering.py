@@ -144,3 +144,15 @@ def test_the_checks_can_fail() -> None:
     assert not SQL.search("Select the nearest route") and not SQL.search("update the board")
     sample = ast.parse("import asyncio\nfrom datetime import datetime\nx = datetime.now()\n")
     assert [m for _, m in _imports(sample)] == ["asyncio", "datetime"]
+
+
+def test_benchmarks_and_simulators_do_not_import_the_tests() -> None:
+    root = PACKAGE.parent
+    offences = [
+        f"{path.relative_to(root)}:{line} imports {module}"
+        for folder in ("bench", "simulators")
+        for path in sorted((root / folder).rglob("*.py"))
+        for line, module in _imports(ast.parse(path.read_text(), str(path)))
+        if module.split(".")[0] == "tests"
+    ]
+    assert offences == []
