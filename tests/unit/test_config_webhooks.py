@@ -62,7 +62,8 @@ def test_the_allowance_admits_http_to_loopback_only(tmp_path: Path, url: str) ->
 
 
 @pytest.mark.parametrize(
-    "url", ["http://127.0.0.1:8080/x", "http://127.3.4.5/x", "http://[::1]:9/x", "http://localhost/"]
+    "url",
+    ["http://127.0.0.1:8080/x", "http://127.3.4.5/x", "http://[::1]:9/x", "http://localhost/"],
 )
 def test_the_allowance_admits_loopback_http(tmp_path: Path, url: str) -> None:
     body = f'url = "{url}"\nsecret = "{KEY}"\nallow_http_loopback = true'
