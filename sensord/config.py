@@ -6,6 +6,7 @@ Every section rejects unknown keys, so a typo fails at start-up, not at 3 a.m.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from pathlib import Path
@@ -18,8 +19,10 @@ from pydantic import (
     HttpUrl,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
+from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -99,12 +102,71 @@ class RulesConfig(_Section):
     registry_check_s: Seconds = 3600.0
 
 
+WEBHOOK_SECRET_MIN = 32
+
+
 class WebhookConfig(_Section):
-    """One organisation's webhook: POSTed every notification, signed with HMAC-SHA256."""
+    """One organisation's webhook: POSTed every notification, signed with HMAC-SHA256.
+
+    The signature is all a receiver can trust, so the key must be a real one, and
+    the body (personal data) and its signature must not cross a network in clear:
+    https, or http to this host only when ``allow_http_loopback`` says so.
+    """
 
     url: HttpUrl
-    secret: SecretStr = SecretStr("")  # the credential webhook-<org_id> fills it
+    secret: SecretStr = Field(
+        description=f"the HMAC-SHA256 key, at least {WEBHOOK_SECRET_MIN} characters;"
+        " from the credential webhook-<org_id>"
+    )
     timeout_s: Seconds = 5.0
+    allow_http_loopback: bool = False
+
+    @field_validator("secret")
+    @classmethod
+    def _long_enough(cls, secret: SecretStr) -> SecretStr:
+        if len(secret.get_secret_value()) < WEBHOOK_SECRET_MIN:
+            raise PydanticCustomError(
+                "webhook_secret",
+                "must be at least {min} characters (an HMAC key, e.g. `openssl rand -hex 32`)",
+                {"min": WEBHOOK_SECRET_MIN},
+            )
+        return secret
+
+    @model_validator(mode="after")
+    def _transport(self) -> WebhookConfig:
+        if self.url.scheme == "https":
+            return self
+        if not self.allow_http_loopback:
+            problem = "must be https (http only to this host, with allow_http_loopback = true)"
+        elif not is_loopback(self.url.host or ""):
+            problem = "http is allowed only to 127.0.0.0/8, ::1 or localhost"
+        else:
+            return self
+        raise ValidationError.from_exception_data(
+            type(self).__name__,
+            [
+                InitErrorDetails(
+                    type=PydanticCustomError("webhook_url", problem),
+                    loc=("url",),
+                    input=str(self.url),
+                )
+            ],
+        )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (a URL's host; IPv6 in brackets) is this machine: 127.0.0.0/8,
+    ::1 or ``localhost``."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host.removeprefix("[").removesuffix("]"))
+    except ValueError:
+        return False
+    # Spelled out: what counts as loopback for an IPv4-mapped address differs by Python.
+    if isinstance(address, ipaddress.IPv4Address):
+        return address in ipaddress.IPv4Network("127.0.0.0/8")
+    return address == ipaddress.IPv6Address("::1")
 
 
 class DispatchConfig(_Section):

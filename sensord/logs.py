@@ -14,10 +14,14 @@ strips and stores as PRIORITY, so ``journalctl -p warning`` works; the JSON
 itself is unchanged and keeps ``ts`` (the event's time to the millisecond,
 for whatever ships ``MESSAGE`` onwards; ``journalctl -o cat`` shows bare JSON).
 
-Redaction is a safety net, not the policy (the policy is: ids only). The
-handler's :class:`Redactor` filter rewrites every event before it is
-formatted: the value of a field whose name says secret (password, secret,
-token, api key, credential, authorization, cookie) becomes ``***``; in every
+Redaction is a safety net, not the policy (the policy is: ids only; the log
+is a recipient of docs/security.md's "Disclosure"). The handler's
+:class:`Redactor` filter rewrites every event before it is formatted: the
+value of a field whose name says secret (password, secret, token, api key,
+credential, authorization, cookie) or personal data (a name, contacts, tags or
+a place's label, ``core/privacy.PERSONAL_FIELDS``, also as the end of a name:
+``resident_name``), at any depth, becomes ``***`` (a phone field's value is
+masked like a phone); in every
 string (message, fields, traceback) a URL's or a connection string's password
 becomes ``***``, and a mobile number (``1`` and ten digits, which covers
 ``1[3-9]`` and the registry's own) or a landline in the registry's format
@@ -36,7 +40,7 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from sensord.core.privacy import mask_phone
+from sensord.core.privacy import PERSONAL_FIELDS, mask_phone
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 MASK = "***"
@@ -45,6 +49,7 @@ _SECRET_KEY = re.compile(
     r"pass(word|wd)?|secret|token|api_?key|credential|authori[sz]ation|cookie|private_?key",
     re.IGNORECASE,
 )
+_PERSONAL_KEY = re.compile(rf"(^|_)({'|'.join(PERSONAL_FIELDS)})$", re.IGNORECASE)
 # scheme://user:PASSWORD@host and password=PASSWORD (libpq key=value, query strings, JSON)
 _URL_PASSWORD = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\s@]*@")
 _KEY_PASSWORD = re.compile(
@@ -65,8 +70,11 @@ def redact_text(text: str) -> str:
 
 
 def redact_value(key: str, value: Any) -> Any:
-    """A field's value made safe to log: masked whole when ``key`` names a secret."""
-    if _SECRET_KEY.search(key):
+    """A field's value made safe to log: masked whole when ``key`` names a secret or
+    personal data."""
+    if _PERSONAL_KEY.search(key) and key.lower().endswith("phone") and isinstance(value, str):
+        return mask_phone(value)  # as `registry show` shows it, whatever its format
+    if _SECRET_KEY.search(key) or _PERSONAL_KEY.search(key):
         return MASK if value not in (None, "") else value
     if value is None or isinstance(value, bool | int | float):
         return value

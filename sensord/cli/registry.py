@@ -136,16 +136,26 @@ def _export(conninfo: str, args: argparse.Namespace) -> int:
     from sensord.adapters.registry_store import read_all
 
     directory: Path = args.directory
-    directory.mkdir(parents=True, exist_ok=True)
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
     tables = read_all(conninfo)
     for file, entity in ENTITY_BY_FILE.items():
         rows = tables[entity.name]
         path = directory / file
         temporary = path.with_name(f".{file}.tmp")
-        temporary.write_text(render(entity, rows.values()), encoding="utf-8")
+        write_private(temporary, render(entity, rows.values()).encode("utf-8"))
         os.replace(temporary, path)  # a reader never sees half a file
         print(f"{file:<22} {len(rows):>9} rows")
     return exits.OK
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Write ``path`` readable by its owner only (names and phones): created 0600, never
+    chmod-ed later, so there is no moment at which another user could open it."""
+    path.unlink(missing_ok=True)  # a leftover of a killed export
+    # O_EXCL: never through a symlink or into a file someone else created in between.
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
 
 
 # --- show -------------------------------------------------------------------------

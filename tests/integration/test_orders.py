@@ -40,6 +40,8 @@ from tests.support.orders import (
 
 pytestmark = pytest.mark.integration
 
+HMAC_KEY = "a-webhook-hmac-key-of-32-characters"  # at least 32 (sensord/config.py)
+
 # What the shipped policy says for the fleet's incidents: owner role, notified roles.
 EXPECTED = {
     "fire": ("property_company", {"ops_centre", "residents_committee"}),  # a shared kitchen
@@ -293,7 +295,11 @@ def test_webhooks_are_signed_retried_with_the_same_key_and_delivered(
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hook)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     url = f"http://127.0.0.1:{server.server_port}/hook"
-    hooks = {org: {"url": url, "secret": "s3cret"} for org in ("ORG-PM1", "ORG-PM2")}
+    # http to this host: allowed only with the explicit loopback allowance.
+    hooks = {
+        org: {"url": url, "secret": HMAC_KEY, "allow_http_loopback": True}
+        for org in ("ORG-PM1", "ORG-PM2")
+    }
     sensord = daemon(
         SENSORD_DATABASE__DSN=dsn,
         SENSORD_DISPATCH__WEBHOOKS=json.dumps(hooks),
@@ -315,7 +321,7 @@ def test_webhooks_are_signed_retried_with_the_same_key_and_delivered(
     (first, body, _), (retry, same_body, _) = calls
     assert first["Idempotency-Key"] == retry["Idempotency-Key"] and body == same_body
     stamp = retry["X-Sensord-Timestamp"]
-    expected = hmac.new(b"s3cret", stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
+    expected = hmac.new(HMAC_KEY.encode(), stamp.encode() + b"." + body, hashlib.sha256).hexdigest()
     assert retry["X-Sensord-Signature"] == f"sha256={expected}"
     with psycopg.connect(dsn) as db:
         row = db.execute(

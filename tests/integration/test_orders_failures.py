@@ -219,7 +219,7 @@ def test_a_malformed_webhook_url_is_refused_at_start_naming_the_key(
 ) -> None:
     # httpx raises InvalidURL for it, outside its HTTPError family: refused up front.
     dsn, _ = demo_district
-    hooks = {"ORG-PM1": {"url": "http://[::1", "secret": "s"}}
+    hooks = {"ORG-PM1": {"url": "http://[::1", "secret": "s" * 32, "allow_http_loopback": True}}
     sensord = daemon(SENSORD_DATABASE__DSN=dsn, SENSORD_DISPATCH__WEBHOOKS=json.dumps(hooks))
     sensord.start(wait_ready=False)
     assert sensord.process is not None

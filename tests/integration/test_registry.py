@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import stat
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -172,6 +173,8 @@ def test_export_then_import_round_trips(sensord: Run, district: Path, tmp_path: 
     assert code == 0 and "devices.csv" in out
     for entity in ENTITIES:
         assert (exported / entity.file).read_bytes() == (district / entity.file).read_bytes()
+        # Names and phones: readable by the exporting user only, created so.
+        assert stat.S_IMODE((exported / entity.file).stat().st_mode) == 0o600
     code, out, _ = sensord("import", str(exported))
     assert code == 0
     assert all(c[0] == c[1] == c[3] == 0 for c in full_counts(out).values())

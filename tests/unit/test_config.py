@@ -117,10 +117,10 @@ def test_a_webhook_credential_fills_that_organisations_secret(
 ) -> None:
     credentials = tmp_path / "credentials"
     credentials.mkdir()
-    (credentials / "webhook-ORG-PM1").write_text("s3cret\n")
+    (credentials / "webhook-ORG-PM1").write_text("s3cret-of-at-least-32-characters\n")
     config = tmp_path / "config.toml"
     config.write_text('[dispatch.webhooks.ORG-PM1]\nurl = "https://example.org/hook"\n')
     monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(credentials))
     hook = load_settings(config).dispatch.webhooks["ORG-PM1"]
-    assert hook.secret.get_secret_value() == "s3cret"
+    assert hook.secret.get_secret_value() == "s3cret-of-at-least-32-characters"
     assert str(hook.url) == "https://example.org/hook"

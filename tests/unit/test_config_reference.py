@@ -60,7 +60,7 @@ def test_secrets_and_credentials() -> None:
     text = render()
     secrets = [line.split(" | ") for line in text.splitlines() if "| string (secret) |" in line]
     assert len(secrets) >= len(CREDENTIALS)
-    assert all(cells[2] in ('`""`', "`***`") for cells in secrets)
+    assert all(cells[2] in ('`""`', "`***`", "required") for cells in secrets)
     for credential, (section, key) in CREDENTIALS.items():
         assert f"| `{credential}` | `{section}.{key}` |" in text
 

@@ -199,3 +199,28 @@ def test_configure_installs_the_redacting_json_handler(
     [line] = capsys.readouterr().err.splitlines()
     event = json.loads(line)
     assert (event["password"], event["phone"]) == ("***", "138****5678")
+
+
+def test_fields_named_like_personal_data_are_masked_at_any_depth(captured: Captured) -> None:
+    notice = {
+        "order": {"id": 4, "place": {"label": "3号楼 501室", "floor": 5, "residents": 2}},
+        "contacts": [{"name": "张小明", "phone": "13812341234", "tags": ["elderly"]}],
+    }
+    captured.log.info(
+        "m",
+        extra={
+            "notice": notice,
+            "resident_name": "张小明",
+            "tags": ["living_alone"],
+            "staff_phone": "+86 138 1234 5678",
+        },
+    )
+    [event] = captured.events()
+    text = json.dumps(event, ensure_ascii=False)
+    assert "张小明" not in text and "501室" not in text and "elderly" not in text
+    assert event["notice"] == {
+        "order": {"id": 4, "place": {"label": "***", "floor": 5, "residents": 2}},
+        "contacts": "***",
+    }
+    assert event["resident_name"] == event["tags"] == logs.MASK
+    assert event["staff_phone"] == "+86**********5678"

@@ -4,12 +4,14 @@ One message per recipient organisation and channel, with a deterministic
 ``message_id`` (the outbox's idempotency key): a receiver that sees the same
 id twice (a crash between delivery and the outbox commit) drops the copy.
 
-Personal data: residents' names and phones reach only roles that must call or
-visit the residents themselves (``CONTACT_ROLES``: the grid worker, the
-residents' committee and the city-operations centre); every other recipient
-(property company, elevator vendor, maintainer, enforcement, district) gets
-them masked, as does a recipient whose organisation did not resolve (the
-``unrouted`` topic). Contacts are only attached for a dwelling's own residents.
+Personal data: what each recipient is told follows the disclosure policy
+(``core/privacy.DISCLOSURE``; docs/security.md, "Disclosure"): residents'
+names and phones in full only to the roles that call or visit them (the grid
+worker, the residents' committee, the ops centre), masked or not at all to the
+others; residents' tags only to those three; a home's floor, flat and the ids
+that lead to it only to roles that must go to its door. A recipient whose
+organisation did not resolve (the ``unrouted`` topic) is told the least.
+Contacts are only attached for a dwelling's own residents.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from datetime import datetime
 from typing import Any
 
 from sensord.core.context import DeviceContext
-from sensord.core.privacy import mask_name, mask_phone
+from sensord.core.privacy import DISCLOSURE, at_least, disclosure_for, mask_name, mask_phone
 
-CONTACT_ROLES = frozenset({"grid_worker", "residents_committee", "ops_centre"})
+# The roles told residents' names and phones in full (the policy says which).
+CONTACT_ROLES = frozenset(role for role, rule in DISCLOSURE.items() if rule.contacts == "full")
 MESSAGE_VERSION = 1
 
 
@@ -94,16 +97,46 @@ def message_id(order_id: int, event_id: int, recipient: Recipient, channel: str)
 
 def contacts_for(recipient: Recipient, contacts: Sequence[Contact]) -> list[dict[str, Any]]:
     """The residents' contacts as this recipient may see them."""
-    # An unresolved organisation (topic .../dispatch/unrouted) is nobody in particular.
-    full = recipient.role in CONTACT_ROLES and recipient.org_id is not None
+    rule = disclosure_for(recipient.role, recipient.org_id)
+    if rule.contacts == "none":
+        return []
+    full = rule.contacts == "full"
     return [
         {
             "name": c.name if full else mask_name(c.name),
             "phone": (c.phone if full else mask_phone(c.phone)) if c.phone else None,
-            "tags": list(c.tags),
+            "tags": list(c.tags) if rule.tags else [],
         }
         for c in contacts
     ]
+
+
+def order_for(recipient: Recipient, order: Mapping[str, Any]) -> dict[str, Any]:
+    """The order as this recipient may see it: what the policy withholds is ``None``.
+
+    A shared place (kitchen, stairwell, elevator …) names no one's home and is
+    given in full; a dwelling's floor, its label (the flat) and the address and
+    device ids (which lead back to the flat through the registry) only as
+    precisely as the recipient's role needs.
+    """
+    view = dict(order)
+    place = order.get("place")
+    if not place:  # a device the registry does not place: nothing to withhold
+        return view
+    rule = disclosure_for(recipient.role, recipient.org_id)
+    shown = dict(place)
+    if not rule.tags and "elderly_living_alone" in shown:
+        shown["elderly_living_alone"] = None
+    if place.get("place_type") == "dwelling":
+        level = rule.level(recipient.reason == "owner")
+        if not at_least(level, "floor"):
+            shown["floor"] = None
+        if not at_least(level, "flat"):
+            shown["label"] = None
+            view["address_id"] = None
+            view["device_id"] = None
+    view["place"] = shown
+    return view
 
 
 def order_notice(
@@ -128,14 +161,15 @@ def order_notice(
             "staff_id": recipient.staff_id,
             "as": recipient.reason,
         },
-        "order": dict(order),
+        "order": order_for(recipient, order),
         "contacts": contacts_for(recipient, contacts),
         "note": note,
     }
 
 
 def place_summary(context: DeviceContext | None) -> dict[str, Any]:
-    """Where the order is, as every recipient may see it: no names, no phones."""
+    """Where the order is, stored with it: no names, no phones (each notice then shows
+    only what its recipient may see: :func:`order_for`)."""
     if context is None or context.place is None:
         return {}
     place, residents = context.place, context.residents

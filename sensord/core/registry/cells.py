@@ -32,6 +32,9 @@ phone = _pattern(
 duty_phone = _pattern(r"[0-9][0-9-]{2,19}", "3-20 digits and dashes")
 _TAG = re.compile(r"[a-z][a-z0-9_]{0,31}")
 _UNPRINTABLE = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+# Unicode bidi controls (embeddings, overrides, isolates, marks) reorder what a
+# reader sees: "Trojan Source" names and labels that display as something else.
+_BIDI = re.compile(r"[\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 _INTEGER = re.compile(r"-?[0-9]{1,9}")
 _DATE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
@@ -44,6 +47,10 @@ def text(cell: str) -> str:
         raise CellError("must not start or end with whitespace")
     if _UNPRINTABLE.search(cell):
         raise CellError("must not contain control characters")
+    if bidi := _BIDI.search(cell):
+        raise CellError(
+            f"must not contain bidirectional control characters (U+{ord(bidi.group()):04X})"
+        )
     return cell
 
 

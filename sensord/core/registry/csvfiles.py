@@ -1,4 +1,12 @@
-"""Registry CSV files: one file's text to rows and errors (file, line, column), rows to text."""
+"""Registry CSV files: one file's text to rows and errors (file, line, column), rows to text.
+
+Formula injection: a spreadsheet runs a cell that starts with ``= + - @``, tab
+or CR as a formula (``=HYPERLINK(...)`` in a resident's name). ``render``
+writes such a cell with a ``'`` in front, as OWASP recommends, and so also a
+cell that already starts with ``'`` (otherwise the two could not be told
+apart); ``parse_file`` strips exactly that one ``'`` again, so export → import
+→ export is byte-identical.
+"""
 
 from __future__ import annotations
 
@@ -32,6 +40,22 @@ class RowError:
         """Files in apply order, then lines."""
         entity = ENTITY_BY_FILE.get(self.file)
         return (APPLY_ORDER[entity.name] if entity else -1, self.line or 0, self.column or "")
+
+
+FORMULA_STARTS = frozenset("=+-@\t\r")
+QUOTE = "'"
+
+
+def neutralise(cell: str) -> str:
+    """``cell`` as a spreadsheet may open it safely: ``'`` before a formula's first character."""
+    return QUOTE + cell if cell[:1] in FORMULA_STARTS or cell[:1] == QUOTE else cell
+
+
+def restore(cell: str) -> str:
+    """The inverse of :func:`neutralise`: the cell with that one ``'`` removed again."""
+    if cell[:1] == QUOTE and (cell[1:2] in FORMULA_STARTS or cell[1:2] == QUOTE):
+        return cell[1:]
+    return cell
 
 
 def parse_row(entity: Entity[R], cells: Sequence[str]) -> R | list[tuple[str, str]]:
@@ -85,7 +109,7 @@ def parse_file(entity: Entity[R], text: str) -> ParsedFile[R]:
         line = reader.line_num + 1
         for record in reader:
             if len(record) == len(header):
-                cells = ["" if index is None else record[index] for index in layout]
+                cells = ["" if index is None else restore(record[index]) for index in layout]
                 _parse_record(entity, cells, line, parsed)
             elif record:  # a blank line is not a row
                 why = f"{len(record)} cells; the header has {len(header)}"
@@ -149,11 +173,12 @@ def render(entity: Entity[Any], rows: Iterable[DbRow]) -> str:
     """A CSV file's text: the header, then the rows by key (derived columns dropped).
 
     Import reads it back to the same rows; the same rows always render to the same bytes.
+    Every cell goes through :func:`neutralise`.
     """
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(entity.header)
     width = len(entity.columns)
     for row in sorted(rows, key=entity.key):
-        writer.writerow([format_cell(value) for value in row[:width]])
+        writer.writerow([neutralise(format_cell(value)) for value in row[:width]])
     return out.getvalue()
