@@ -373,7 +373,11 @@ def test_stop_while_wedged_says_stopping_at_once_and_ends_within_the_units_stop_
     stopping = notify.wait_for("STOPPING", "1", 2)
     assert stopping.at - signalled < 0.5  # at once, not after the flush
     margin = _unit_seconds("TimeoutStopSec") - 15.0  # the unit's budget past timeout_s
-    assert sensord.process.wait(timeout_s + margin) == 0, sensord.log_tail()
+    try:
+        code = sensord.process.wait(timeout_s + margin)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"running {timeout_s + margin:.0f} s after SIGTERM:\n{sensord.log_tail()}")
+    assert code == 0, sensord.log_tail()
     assert "stopped with messages unacknowledged" in sensord.log_tail(200)
 
 
