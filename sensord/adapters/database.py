@@ -213,21 +213,38 @@ class ReadingStore:
         """
         stored = splits = 0
         errors: dict[int, str] = {}
-        pending = [(0, len(readings))]
-        while pending:
-            start, end = pending.pop()
+
+        async def attempt(start: int, end: int) -> bool:
+            nonlocal stored
             try:
                 async with conn.transaction():
                     stored += await cls._insert_readings(conn, readings[start:end])
-                    if pending:  # the staging table keeps rows until commit
+                    if end - start < len(readings):  # more to come: the stage keeps rows
                         await conn.execute(_CLEAR_STAGE)
             except (psycopg.DataError, psycopg.IntegrityError) as exc:
                 if end - start == 1:
                     errors[start] = str(exc).strip()
-                    continue
-                middle = (start + end) // 2
-                pending += [(middle, end), (start, middle)]  # the first half goes first
-                splits += 2
+                return False
+            return True
+
+        async def isolate(start: int, end: int) -> None:
+            # [start, end), more than one row, holds a refusal. When its first
+            # half goes in, the second must hold it, so that half is split untried.
+            nonlocal splits
+            middle = (start + end) // 2
+            splits += 1
+            left_ok = await attempt(start, middle)
+            if not left_ok and middle - start > 1:
+                await isolate(start, middle)
+            if left_ok and end - middle > 1:
+                await isolate(middle, end)
+                return
+            splits += 1  # unknown, or a single row tried for its error
+            if not await attempt(middle, end) and end - middle > 1:
+                await isolate(middle, end)
+
+        if not await attempt(0, len(readings)) and len(readings) > 1:
+            await isolate(0, len(readings))
         return stored, dict(sorted(errors.items())), splits
 
     @staticmethod

@@ -53,7 +53,16 @@ def readings(n: int) -> list[Reading]:
 
 @pytest.mark.parametrize(
     ("size", "bad"),
-    [(1, {0}), (1000, {500}), (1000, {0, 999}), (1000, {3, 4, 5, 600}), (7, set(range(7)))],
+    [
+        (1, {0}),
+        (2, {0}),
+        (2, {1}),
+        (1000, {500}),
+        (1000, {499, 500}),
+        (1000, {0, 999}),
+        (1000, {3, 4, 5, 600}),
+        (7, set(range(7))),
+    ],
 )
 def test_only_the_refused_rows_are_dead_lettered(
     database_dsn: str, db: psycopg.Connection, refusing: None, size: int, bad: set[int]
