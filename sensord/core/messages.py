@@ -227,6 +227,17 @@ def decode(
             where.device_id,
         )
     model = _validate(PAYLOAD_MODELS[where.kind], payload, where.device_id)
+    extra = model.__pydantic_extra__
+    if extra:
+        # The typed fields refuse NaN and ±Infinity (allow_inf_nan=False); fields
+        # beyond the protocol are not validated, and the JSON parser accepts
+        # NaN, Infinity and overflowing literals (1e999) in them. jsonb cannot
+        # hold those, and a reading the database refuses must not reach the rules.
+        bad = _non_finite(extra, "")  # named by its path, bounded: keys come from the device
+        if bad is not None:
+            raise PayloadError(
+                "schema", f"{bad[:120]}: NaN and Infinity are not numbers", where.device_id
+            )
     if model.device_id is not None and model.device_id != where.device_id:
         raise PayloadError(
             "device_id_mismatch", "payload device_id differs from the topic", where.device_id
@@ -237,17 +248,6 @@ def decode(
     if -skew > limits.max_past:
         raise PayloadError("clock_skew", f"ts is {-skew} behind receipt", where.device_id)
     values = model.__dict__
-    extra = model.__pydantic_extra__
-    if extra:
-        # The typed fields refuse NaN and ±Infinity (allow_inf_nan=False); fields
-        # beyond the protocol are not validated, and the JSON parser accepts
-        # NaN, Infinity and overflowing literals (1e999) in them. jsonb cannot
-        # hold those, and a reading the database refuses must not reach the rules.
-        bad = _non_finite(extra, "")
-        if bad is not None:
-            raise PayloadError(
-                "schema", f"{bad}: NaN and Infinity are not numbers", where.device_id
-            )
     return Reading._make(
         (
             model.ts,

@@ -164,7 +164,3 @@ def wedged(writers: Sequence[Writer], clock: Clock, stuck_after_s: float) -> lis
     return [
         w.name for w in writers if w.busy_since is not None and now - w.busy_since > stuck_after_s
     ]
-
-
-def _readings(batch: Batch[Item]) -> list[Reading]:
-    return [item.decoded for item in batch.items if isinstance(item.decoded, Reading)]
