@@ -82,6 +82,7 @@ class IngestConfig(_Section):
     retry_initial_s: Seconds = 0.5
     retry_max_s: Seconds = 10.0
     registry_refresh_s: Seconds = 60.0
+    dead_letter_max_bytes: Annotated[int, Field(ge=64)] = 4_096
 
 
 class RetentionConfig(_Section):

@@ -125,6 +125,22 @@ class Metrics:
             "Batch writes retried after a transient database error.",
             registry=registry,
         )
+        self.write_splits = Counter(
+            "sensord_ingest_write_splits",
+            "Halves of a batch written again to isolate rows the database refused.",
+            registry=registry,
+        )
+        self.dead_letters_truncated = Counter(
+            "sensord_ingest_truncated_dead_letters",
+            "Dead letters that keep only a prefix of the payload (ingest.dead_letter_max_bytes).",
+            ["reason"],
+            registry=registry,
+        )
+        self.dead_letter_dropped_bytes = Counter(
+            "sensord_ingest_dead_letter_dropped_bytes",
+            "Payload bytes beyond the kept prefix of truncated dead letters.",
+            registry=registry,
+        )
 
         # Rules and alerts.
         self.rule_evaluations = Counter(

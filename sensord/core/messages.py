@@ -6,6 +6,8 @@ directory; returns a :class:`Reading` row or raises :class:`PayloadError`.
 
 from __future__ import annotations
 
+import hashlib
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -126,7 +128,12 @@ _NUL_ESCAPE = b"\\u0000"
 
 
 class DeadLetter(NamedTuple):
-    """A message that could not be stored as a reading, kept with its raw bytes."""
+    """A message that could not be stored as a reading, kept with its raw bytes.
+
+    ``payload`` is at most a bounded prefix of what was received (see
+    :func:`dead_letter`); ``payload_size`` and ``payload_sha256`` describe the
+    whole message, so a truncated one can still be matched against a capture.
+    """
 
     received_at: datetime
     topic: str
@@ -134,9 +141,38 @@ class DeadLetter(NamedTuple):
     reason: str
     detail: str
     device_id: str | None
+    payload_size: int
+    payload_sha256: bytes
 
 
 DEAD_LETTER_COLUMNS: tuple[str, ...] = DeadLetter._fields
+
+
+def dead_letter(
+    received_at: datetime,
+    topic: str,
+    payload: bytes,
+    reason: str,
+    detail: str,
+    device_id: str | None,
+    max_kept: int,
+) -> DeadLetter:
+    """A dead letter keeping at most ``max_kept`` bytes of ``payload``, with its size and hash."""
+    return DeadLetter(
+        received_at,
+        topic,
+        payload[:max_kept],
+        reason,
+        detail,
+        device_id,
+        len(payload),
+        hashlib.sha256(payload).digest(),
+    )
+
+
+def truncated(letter: DeadLetter) -> bool:
+    """Whether the dead letter keeps only a prefix of the message."""
+    return len(letter.payload) < letter.payload_size
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,6 +227,17 @@ def decode(
             where.device_id,
         )
     model = _validate(PAYLOAD_MODELS[where.kind], payload, where.device_id)
+    extra = model.__pydantic_extra__
+    if extra:
+        # The typed fields refuse NaN and ±Infinity (allow_inf_nan=False); fields
+        # beyond the protocol are not validated, and the JSON parser accepts
+        # NaN, Infinity and overflowing literals (1e999) in them. jsonb cannot
+        # hold those, and a reading the database refuses must not reach the rules.
+        bad = _non_finite(extra, "")  # named by its path, bounded: keys come from the device
+        if bad is not None:
+            raise PayloadError(
+                "schema", f"{bad[:120]}: NaN and Infinity are not numbers", where.device_id
+            )
     if model.device_id is not None and model.device_id != where.device_id:
         raise PayloadError(
             "device_id_mismatch", "payload device_id differs from the topic", where.device_id
@@ -201,7 +248,6 @@ def decode(
     if -skew > limits.max_past:
         raise PayloadError("clock_skew", f"ts is {-skew} behind receipt", where.device_id)
     values = model.__dict__
-    extra = model.__pydantic_extra__
     return Reading._make(
         (
             model.ts,
@@ -213,6 +259,23 @@ def decode(
             extra or None,
         )
     )
+
+
+def _non_finite(value: object, path: str) -> str | None:
+    """The path of the first NaN or ±Infinity in a decoded JSON value, or None."""
+    if isinstance(value, float):
+        return None if math.isfinite(value) else path
+    if isinstance(value, dict):
+        for key, item in value.items():
+            found = _non_finite(item, f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            found = _non_finite(item, f"{path}.{index}")
+            if found is not None:
+                return found
+    return None
 
 
 def _validate(model: type[_Payload], payload: bytes, device_id: str) -> _Payload:

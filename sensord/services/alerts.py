@@ -1,12 +1,16 @@
-"""Rule evaluation on the ingest path: each batch is evaluated when it is cut, in order,
-and its alert changes commit in the batch's own transaction, in batch order.
+"""Rule evaluation on the ingest path: each batch is evaluated inside its own transaction,
+on the readings the database took, in cut order, and its alert changes commit with them.
 
-Batches are cut one after the other, so evaluating at the cut sees every
-device's readings in arrival order. Writers commit concurrently, but a batch
-with alert work waits, inside its transaction and after its readings are
-inserted, until the previous batch with alert work has committed: alert rows
-change in the order the engine decided, and no two transactions take their
-row locks in opposite orders.
+A batch takes its turn (:meth:`AlertPipeline.turn`) when it is cut. Before
+its transaction starts, it waits until the previous batch has been evaluated;
+inside the transaction, once its readings are in (a reading the database
+refuses is left out, so it can raise nothing), the engine evaluates it once —
+a retried write reuses that evaluation. Waiting before the transaction, not
+inside it, means no batch holds row locks while waiting for an earlier one, so
+waits only ever point backwards. A batch with alert work then waits, inside
+its transaction, until the previous batch with alert work has committed: alert
+rows change in the order the engine decided, and no two transactions take
+their row locks in opposite orders.
 """
 
 from __future__ import annotations
@@ -65,6 +69,36 @@ class AlertWork:
             self.done.set_result(None)
 
 
+class AlertTurn:
+    """One batch's place in the evaluation order; evaluates it once, in its transaction."""
+
+    def __init__(self, pipeline: AlertPipeline, previous: asyncio.Future[None] | None) -> None:
+        self._pipeline = pipeline
+        self._previous = previous
+        self.evaluated: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.work: AlertWork | None = None
+
+    async def ready(self) -> None:
+        """Outside any transaction: wait until the previous batch has been evaluated."""
+        if self._previous is not None:
+            await asyncio.shield(self._previous)
+
+    async def apply(self, cur: AsyncCursor[Any], readings: Sequence[Reading]) -> None:
+        """Inside the batch's transaction, given the readings that went in."""
+        if not self.evaluated.done():
+            self.work = self._pipeline.evaluate(readings)
+            self.evaluated.set_result(None)
+        if self.work is not None:
+            await self.work.apply(cur)
+
+    def finish(self) -> None:
+        """The transaction committed (or was given up): later batches may go."""
+        if not self.evaluated.done():
+            self.evaluated.set_result(None)
+        if self.work is not None:
+            self.work.finish()
+
+
 class AlertPipeline:
     """Owns the rule engine; turns cut batches into ordered alert work."""
 
@@ -78,10 +112,17 @@ class AlertPipeline:
         self._context = context
         self._metrics = metrics
         self._last: asyncio.Future[None] | None = None
+        self._last_turn: asyncio.Future[None] | None = None
         self.on_fired: Callable[[], None] = lambda: None  # the dispatcher's wake-up
 
+    def turn(self) -> AlertTurn:
+        """A place in the evaluation order for a batch just cut (call with no await between)."""
+        turn = AlertTurn(self, self._last_turn)
+        self._last_turn = turn.evaluated
+        return turn
+
     def evaluate(self, readings: Sequence[Reading]) -> AlertWork | None:
-        """Evaluate a batch now (call right after cutting it); None when it changes nothing."""
+        """Evaluate readings now, in their batch's turn; None when they change nothing."""
         evaluation = self._engine.evaluate(readings, self._context)
         self._metrics.rule_evaluations.inc(len(readings))
         return self._work(evaluation)
@@ -212,7 +253,9 @@ async def commit_work(
 
     try:
         await retry.call(
-            lambda: store.write([], [], work.apply), on=StorageUnavailable, failed=failed
+            lambda: store.write([], [], lambda cur, _: work.apply(cur)),
+            on=StorageUnavailable,
+            failed=failed,
         )
         pipeline.committed(work)
     finally:

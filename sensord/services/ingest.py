@@ -23,7 +23,14 @@ from sensord.adapters.mqtt import MqttConsumer
 from sensord.clock import Clock
 from sensord.config import Settings
 from sensord.core.batching import Batch, Batcher, BatchPolicy
-from sensord.core.messages import DeadLetter, DecodeLimits, DeviceInfo, Reading, decode
+from sensord.core.messages import (
+    DeadLetter,
+    DecodeLimits,
+    DeviceInfo,
+    Reading,
+    dead_letter,
+    decode,
+)
 from sensord.errors import CapacityError, PayloadError, ShutdownError
 
 log = logging.getLogger("sensord.ingest")
@@ -50,8 +57,10 @@ class IngestBuffer:
         devices: Callable[[], Mapping[str, DeviceInfo]],
         clock: Clock,
         metrics: Metrics,
+        dead_letter_max_bytes: int = 4_096,
     ) -> None:
         self._batcher = batcher
+        self.dead_letter_max_bytes = dead_letter_max_bytes  # also bounds the writer's letters
         self._decode = decode
         self._devices = devices
         self._clock = clock
@@ -79,7 +88,15 @@ class IngestBuffer:
         try:
             decoded = self._decode(topic, payload, received_at, self._devices())
         except PayloadError as exc:
-            decoded = DeadLetter(received_at, topic, payload, exc.reason, exc.detail, exc.device_id)
+            decoded = dead_letter(
+                received_at,
+                topic,
+                payload,
+                exc.reason,
+                exc.detail,
+                exc.device_id,
+                self.dead_letter_max_bytes,
+            )
         item = Item(topic, payload, decoded)
         while True:
             try:
@@ -197,6 +214,7 @@ def build_buffer(
         devices,
         clock,
         metrics,
+        ingest.dead_letter_max_bytes,
     )
     metrics.sample_ingest(lambda: buffer.received, lambda: buffer.pending)
     return buffer

@@ -2,9 +2,11 @@
 
 A transient database failure is retried with backoff, indefinitely: while it
 lasts nothing is acknowledged, the buffer fills up to the broker's in-flight
-window and the broker holds the rest in the session. A batch the database
-refuses as data is split row by row so that one bad row costs one dead letter
-(with its raw bytes), not the batch.
+window and the broker holds the rest in the session. A reading the database
+refuses as data is isolated inside the batch's transaction (the store bisects
+under savepoints) and becomes a ``storage_rejected`` dead letter with its raw
+bytes; the rest of the batch, and the alerts its readings raise, commit
+together, and the refused reading raises none.
 """
 
 from __future__ import annotations
@@ -13,14 +15,14 @@ import logging
 from collections import Counter
 from collections.abc import Sequence
 
-from sensord.adapters.database import InTransaction, ReadingStore, WriteResult
+from sensord.adapters.database import InTransaction, ReadingStore, Refused, WriteResult
 from sensord.adapters.metrics import Metrics
 from sensord.clock import Clock
 from sensord.core.batching import Batch
-from sensord.core.messages import DeadLetter, Reading
-from sensord.errors import SensordError, ShutdownError, StorageRejected, StorageUnavailable
+from sensord.core.messages import DeadLetter, Reading, dead_letter, truncated
+from sensord.errors import SensordError, ShutdownError, StorageUnavailable
 from sensord.retry import Retry
-from sensord.services.alerts import AlertPipeline, AlertWork
+from sensord.services.alerts import AlertPipeline, AlertTurn
 from sensord.services.ingest import IngestBuffer, Item
 
 log = logging.getLogger("sensord.writer")
@@ -52,13 +54,14 @@ class Writer:
         """Write batches until the buffer is stopped and drained."""
         while (batch := await self._buffer.next_batch()) is not None:
             # No await between the cut and this: batches are evaluated in cut order.
-            readings = _readings(batch)
-            work = self._alerts.evaluate(readings) if self._alerts else None
+            turn = self._alerts.turn() if self._alerts else None
             self.busy_since = self._clock.monotonic()
             try:
-                await self._commit(batch, readings, work)
-                if work is not None and self._alerts is not None:
-                    self._alerts.committed(work)
+                if turn is not None:
+                    await turn.ready()
+                await self._commit(batch, turn)
+                if turn is not None and turn.work is not None and self._alerts is not None:
+                    self._alerts.committed(turn.work)
             except BaseException as exc:
                 # The batch's handlers must fail (no PUBACK), whatever stopped the write.
                 reason = exc if isinstance(exc, SensordError) else ShutdownError(repr(exc))
@@ -66,31 +69,51 @@ class Writer:
                 raise
             finally:
                 self.busy_since = None
-                if work is not None:
-                    work.finish()
+                if turn is not None:
+                    turn.finish()
             self._buffer.settle(batch)
 
-    async def _commit(
-        self, batch: Batch[Item], readings: list[Reading], work: AlertWork | None
-    ) -> None:
+    async def _commit(self, batch: Batch[Item], turn: AlertTurn | None) -> None:
         dead = [item.decoded for item in batch.items if isinstance(item.decoded, DeadLetter)]
-        also = work.apply if work is not None else None
-        started = self._clock.monotonic()
-        try:
-            result = await self._write_retrying(readings, dead, also)
-        except StorageRejected as exc:
-            log.warning(
-                "batch refused by the database, writing row by row",
-                extra={"batch": batch.number, "error": str(exc)},
+        items = [item for item in batch.items if isinstance(item.decoded, Reading)]
+        readings = [item.decoded for item in items if isinstance(item.decoded, Reading)]
+        keep = self._buffer.dead_letter_max_bytes
+
+        def refused(index: int, error: str) -> DeadLetter:
+            item, reading = items[index], readings[index]
+            return dead_letter(
+                reading.received_at,
+                item.topic,
+                item.payload,
+                "storage_rejected",
+                error,
+                reading.device_id,
+                keep,
             )
-            result, dead = await self._write_row_by_row(batch.items, also)
-        self._record(result, dead, len(batch.items), started, readings)
+
+        started = self._clock.monotonic()
+        result = await self._write_retrying(
+            readings, dead, turn.apply if turn is not None else None, refused
+        )
+        if result.refused:
+            log.warning(
+                "readings refused by the database, dead-lettered",
+                extra={
+                    "batch": batch.number,
+                    "refused": len(result.refused),
+                    "splits": result.splits,
+                    "error": result.refused[0].detail,
+                },
+            )
+        self._metrics.write_splits.inc(result.splits)
+        self._record(result, [*dead, *result.refused], len(batch.items), started, readings)
 
     async def _write_retrying(
         self,
         readings: Sequence[Reading],
         dead: Sequence[DeadLetter],
         also: InTransaction | None = None,
+        refused: Refused | None = None,
     ) -> WriteResult:
         def failed(attempt: int, delay: float, exc: BaseException) -> None:
             self._metrics.database_errors.labels("write").inc()
@@ -106,38 +129,10 @@ class Writer:
             )
 
         return await self._retry.call(
-            lambda: self._store.write(readings, dead, also), on=StorageUnavailable, failed=failed
+            lambda: self._store.write(readings, dead, also, refused),
+            on=StorageUnavailable,
+            failed=failed,
         )
-
-    async def _write_row_by_row(
-        self, items: Sequence[Item], also: InTransaction | None
-    ) -> tuple[WriteResult, list[DeadLetter]]:
-        stored = duplicates = 0
-        dead: list[DeadLetter] = []
-        for item in items:
-            decoded = item.decoded
-            if isinstance(decoded, DeadLetter):
-                dead.append(decoded)
-                continue
-            try:
-                one = await self._write_retrying([decoded], [])
-            except StorageRejected as exc:
-                dead.append(
-                    DeadLetter(
-                        decoded.received_at,
-                        item.topic,
-                        item.payload,
-                        "storage_rejected",
-                        str(exc),
-                        decoded.device_id,
-                    )
-                )
-                continue
-            stored += one.stored
-            duplicates += one.duplicates
-        if dead or also is not None:
-            await self._write_retrying([], dead, also)
-        return WriteResult(stored, duplicates, len(dead)), dead
 
     def _record(
         self,
@@ -154,6 +149,10 @@ class Writer:
         metrics.duplicates.inc(result.duplicates)
         for reason, count in Counter(letter.reason for letter in dead).items():
             metrics.dead_letters.labels(reason).inc(count)
+        for letter in dead:
+            if truncated(letter):
+                metrics.dead_letters_truncated.labels(letter.reason).inc()
+                metrics.dead_letter_dropped_bytes.inc(letter.payload_size - len(letter.payload))
         if readings:
             oldest = min(reading.ts for reading in readings)
             metrics.lag_seconds.observe(max(0.0, (self._clock.now() - oldest).total_seconds()))
@@ -165,7 +164,3 @@ def wedged(writers: Sequence[Writer], clock: Clock, stuck_after_s: float) -> lis
     return [
         w.name for w in writers if w.busy_since is not None and now - w.busy_since > stuck_after_s
     ]
-
-
-def _readings(batch: Batch[Item]) -> list[Reading]:
-    return [item.decoded for item in batch.items if isinstance(item.decoded, Reading)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sensord.config import IngestConfig
 from simulators.fleet import read_csv_registry
 from simulators.harness.broker import Broker
 from simulators.harness.daemon import Daemon
@@ -65,7 +67,13 @@ def test_a_demo_fleet_with_malformed_and_duplicates_is_stored_as_the_truth_says(
         for m in replayed
         if m.outcome == "reading"
     }
-    expected_dead = Counter((m.topic, m.payload, m.reason) for m in replayed if m.reason)
+    # A dead letter keeps a bounded prefix of the payload, with the whole one's size and hash.
+    kept = IngestConfig().dead_letter_max_bytes
+    expected_dead = Counter(
+        (m.topic, m.payload[:kept], m.reason, len(m.payload), hashlib.sha256(m.payload).digest())
+        for m in replayed
+        if m.reason
+    )
     assert len(expected_readings) == totals["readings_total"]
 
     with psycopg.connect(fleet_db) as db:
@@ -77,9 +85,9 @@ def test_a_demo_fleet_with_malformed_and_duplicates_is_stored_as_the_truth_says(
         )
         assert by_kind == totals["readings"]
         dead = Counter(
-            (topic, bytes(payload), reason)
-            for topic, payload, reason in db.execute(
-                "SELECT topic, payload, reason FROM dead_letters"
+            (topic, bytes(payload), reason, size, bytes(sha256))
+            for topic, payload, reason, size, sha256 in db.execute(
+                "SELECT topic, payload, reason, payload_size, payload_sha256 FROM dead_letters"
             )
         )
         assert dead == expected_dead  # each malformed message, byte for byte, with its reason

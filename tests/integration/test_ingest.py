@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 import subprocess
 import threading
@@ -100,7 +101,9 @@ def test_valid_and_malformed_messages_land_in_readings_and_dead_letters(
     time.sleep(0.3)  # anything extra would show up now
     assert count(db, "readings") == len(good)
     rows = db.execute("SELECT reason, topic, payload, detail FROM dead_letters").fetchall()
-    assert {reason: (t, bytes(p)) for reason, t, p, _ in rows} == bad
+    # An oversized payload keeps only a prefix (ingest.dead_letter_max_bytes, 4096 by default).
+    kept = {r: (t, p[:4096] if r == "too_large" else p) for r, (t, p) in bad.items()}
+    assert {reason: (t, bytes(p)) for reason, t, p, _ in rows} == kept
     schema_detail = next(detail for reason, _, _, detail in rows if reason == "schema")
     assert "smoke" in schema_detail
 
@@ -375,3 +378,117 @@ def test_the_daemon_refuses_to_run_on_an_unmigrated_database(
         assert "sensord migrate" in sensord.log_tail()
     finally:
         drop_database(dsn)
+
+
+def alerts_of(db: psycopg.Connection, device_id: str) -> list[str]:
+    rows = db.execute("SELECT category FROM alerts WHERE device_id = %s", (device_id,))
+    return [row[0] for row in rows]
+
+
+def test_a_reading_the_database_refuses_raises_no_alert_and_costs_only_itself(
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
+) -> None:
+    smoke = devices(40, "smoke")
+    refused, alarmed = smoke[0], smoke[1]
+    # A refusal decode cannot foresee: the database itself rejects this device's rows.
+    db.execute(
+        "CREATE FUNCTION refuse_reading() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN"
+        " RAISE EXCEPTION 'refused by test' USING ERRCODE = 'check_violation'; END $$"
+    )
+    db.execute(
+        "CREATE TRIGGER refuse_reading BEFORE INSERT ON readings FOR EACH ROW"
+        f" WHEN (NEW.device_id = '{refused.device_id}') EXECUTE FUNCTION refuse_reading()"
+    )
+    try:
+        sensord = daemon(SENSORD_INGEST__BATCH_MAX_AGE_MS="500")  # one batch, most likely
+        sensord.start()
+        base = now() - timedelta(seconds=60)
+        quiet = [
+            (topic(d), encode({"ts": (base + timedelta(seconds=n)).isoformat(), "seq": n,
+                               "smoke": False}))
+            for n in range(10)
+            for d in smoke[2:]
+        ]  # fmt: skip
+        alarm = {"ts": now().isoformat(), "seq": 99, "smoke": True, "obscuration": 12.0}
+        bad = (topic(refused), encode(alarm))
+        good = (topic(alarmed), encode(alarm))
+        with Publisher(port=broker.port) as publisher:
+            publisher.publish([*quiet[:150], bad, *quiet[150:], good])
+        total = len(quiet) + 2
+        wait_until(
+            lambda: count(db, "readings") + count(db, "dead_letters") >= total, 20, "all stored"
+        )
+        wait_until(lambda: alerts_of(db, alarmed.device_id) == ["fire"], 10, "the real alarm")
+        assert count(db, "readings") == len(quiet) + 1
+        rows = db.execute("SELECT reason, topic, payload, detail FROM dead_letters").fetchall()
+        assert [(r, t, bytes(p)) for r, t, p, _ in rows] == [("storage_rejected", *bad)]
+        assert "refused by test" in rows[0][3]
+        assert alerts_of(db, refused.device_id) == []  # its alarm never reached the rules
+        metrics = sensord.metrics()
+        assert metrics['sensord_ingest_dead_letters_total{reason="storage_rejected"}'] == 1
+        assert metrics["sensord_ingest_write_splits_total"] > 0
+        assert_identity(metrics)
+        assert sensord.terminate() == 0
+    finally:
+        db.execute("DROP TRIGGER refuse_reading ON readings")
+        db.execute("DROP FUNCTION refuse_reading()")
+
+
+def test_nan_in_an_extra_field_is_a_schema_dead_letter_and_raises_no_alert(
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
+) -> None:
+    device = devices(1, "smoke")[0]
+    sensord = daemon()
+    sensord.start()
+    raw = (
+        f'{{"ts": "{now().isoformat()}", "seq": 1, "smoke": true, "probe": {{"t": NaN}}}}'
+    ).encode()
+    with Publisher(port=broker.port) as publisher:
+        publisher.publish([(topic(device), raw)])
+    wait_until(lambda: count(db, "dead_letters") == 1, 10, "dead-lettered")
+    row = db.execute("SELECT reason, detail, payload FROM dead_letters").fetchone()
+    assert row is not None
+    assert (row[0], row[1], bytes(row[2])) == (
+        "schema",
+        "probe.t: NaN and Infinity are not numbers",
+        raw,
+    )
+    assert count(db, "readings") == 0
+    assert alerts_of(db, device.device_id) == []
+    assert sensord.terminate() == 0
+
+
+def test_oversized_payloads_are_dead_lettered_as_a_prefix_with_size_and_hash(
+    db: psycopg.Connection,
+    broker: Broker,
+    daemon: Callable[..., Daemon],
+    devices: Callable[..., list[SimDevice]],
+) -> None:
+    device = devices(1, "smoke")[0]
+    sensord = daemon(SENSORD_INGEST__DEAD_LETTER_MAX_BYTES="1024")
+    sensord.start()
+    payloads = [b'{"pad": "' + bytes([65 + n % 26]) * 249_000 + b'"}' for n in range(20)]
+    with Publisher(port=broker.port) as publisher:
+        publisher.publish([(topic(device), p) for p in payloads])
+    wait_until(lambda: count(db, "dead_letters") == len(payloads), 20, "dead-lettered")
+    rows = db.execute(
+        "SELECT reason, payload, payload_size, payload_sha256 FROM dead_letters ORDER BY id"
+    ).fetchall()
+    assert sorted((r, bytes(p), n, bytes(h)) for r, p, n, h in rows) == sorted(
+        ("too_large", p[:1024], len(p), hashlib.sha256(p).digest()) for p in payloads
+    )
+    stored = db.execute("SELECT sum(octet_length(payload)) FROM dead_letters").fetchone()
+    assert stored is not None and stored[0] == 1024 * len(payloads)
+    metrics = sensord.metrics()
+    assert metrics['sensord_ingest_truncated_dead_letters_total{reason="too_large"}'] == 20
+    assert metrics["sensord_ingest_dead_letter_dropped_bytes_total"] == sum(
+        len(p) - 1024 for p in payloads
+    )
+    assert_identity(metrics)
+    assert sensord.terminate() == 0

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -74,6 +75,33 @@ def test_a_failing_migration_applies_nothing(empty_dsn: str, tmp_path: Path) -> 
     assert 9999 not in versions
 
 
+def test_0006_gives_existing_dead_letters_their_size_and_hash(
+    empty_dsn: str, tmp_path: Path
+) -> None:
+    directory = tmp_path / "migrations"
+    directory.mkdir()
+    for path in sorted(shipped("migrations").glob("*.sql")):
+        if int(path.name[:4]) < 6:
+            shutil.copy(path, directory)
+    migrate(empty_dsn, directory)
+    with psycopg.connect(empty_dsn) as conn:
+        conn.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason)"
+            " VALUES (now(), 't', 'whole payload', 'bad_json')"
+        )
+    migrate(empty_dsn, shipped("migrations"))
+    with psycopg.connect(empty_dsn) as conn:
+        row = conn.execute("SELECT payload_size, payload_sha256 FROM dead_letters").fetchone()
+        assert row is not None
+        assert (row[0], bytes(row[1])) == (13, hashlib.sha256(b"whole payload").digest())
+        with pytest.raises(psycopg.errors.CheckViolation):
+            conn.execute(
+                "INSERT INTO dead_letters"
+                " (received_at, topic, payload, reason, payload_size, payload_sha256)"
+                " VALUES (now(), 't', 'longer than said', 'bad_json', 3, sha256('x'))"
+            )
+
+
 def test_retention_drops_old_chunks_and_dead_letters(
     database_dsn: str, db: psycopg.Connection
 ) -> None:
@@ -86,8 +114,10 @@ def test_retention_drops_old_chunks_and_dead_letters(
             rows,
         )
         cur.execute(
-            "INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES"
-            " (now() - interval '40 days', 't', 'x', 'bad_json'), (now(), 't', 'y', 'bad_json')"
+            "INSERT INTO dead_letters"
+            " (received_at, topic, payload, reason, payload_size, payload_sha256) VALUES"
+            " (now() - interval '40 days', 't', 'x', 'bad_json', 1, sha256('x')),"
+            " (now(), 't', 'y', 'bad_json', 1, sha256('y'))"
         )
     metrics = Metrics(CollectorRegistry(), process=False)
 

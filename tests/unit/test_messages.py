@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from datetime import UTC, datetime, timedelta
 
@@ -15,7 +16,9 @@ from sensord.core.messages import (
     DecodeLimits,
     DeviceInfo,
     Reading,
+    dead_letter,
     decode,
+    truncated,
 )
 from sensord.errors import PayloadError
 
@@ -192,3 +195,68 @@ def test_any_json_object_gives_a_reading_or_a_payload_error(
         assert exc.reason in DEAD_LETTER_REASONS
     else:
         assert abs(reading.ts - NOW) <= timedelta(days=30)
+
+
+NON_FINITE = st.sampled_from([float("nan"), float("inf"), float("-inf")])
+
+
+def _with_leaf(value: object, leaf: float, pick: int) -> object:
+    """``value`` with one element (chosen by ``pick``) replaced by, or wrapped around, ``leaf``."""
+    if isinstance(value, dict) and value:
+        key = sorted(value)[pick % len(value)]
+        return {**value, key: _with_leaf(value[key], leaf, pick // 2)}
+    if isinstance(value, list) and value:
+        index = pick % len(value)
+        return [*value[:index], _with_leaf(value[index], leaf, pick // 2), *value[index + 1 :]]
+    return leaf
+
+
+@given(
+    extra=st.dictionaries(st.sampled_from(["x", "y", "nested"]), JSON_VALUES, min_size=1),
+    leaf=NON_FINITE,
+    pick=st.integers(min_value=0, max_value=1000),
+    spelling=st.sampled_from(["token", "overflow"]),
+)
+def test_non_finite_numbers_anywhere_in_a_payload_are_schema_errors(
+    extra: dict[str, object], leaf: float, pick: int, spelling: str
+) -> None:
+    fields = _with_leaf(extra, leaf, pick)
+    assert isinstance(fields, dict)
+    raw = json.dumps({"ts": TS, "seq": 7, "smoke": True, **fields}, allow_nan=True)
+    if spelling == "overflow":  # 1e999 parses as Infinity without being spelt so
+        raw = raw.replace("-Infinity", "-1e999").replace("Infinity", "1e999")
+    with pytest.raises(PayloadError) as caught:
+        decode("sensord/v1/jd01/smoke/SMK-1", raw.encode(), NOW, DEVICES, LIMITS)
+    assert caught.value.reason == "schema"
+    if "\\u0000" not in raw:  # U+0000 is refused first, also as "schema"
+        assert "NaN and Infinity" in caught.value.detail or "finite" in caught.value.detail
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_extra_field_is_named(token: str) -> None:
+    raw = f'{{"ts": "{TS}", "seq": 7, "smoke": true, "probe": {{"v": [1.0, {token}]}}}}'
+    with pytest.raises(PayloadError) as caught:
+        decode("sensord/v1/jd01/smoke/SMK-1", raw.encode(), NOW, DEVICES, LIMITS)
+    assert (caught.value.reason, caught.value.detail) == (
+        "schema",
+        "probe.v.1: NaN and Infinity are not numbers",
+    )
+
+
+@pytest.mark.parametrize("token", ["NaN", "Infinity", "-Infinity", "1e999"])
+def test_a_non_finite_typed_field_is_named(token: str) -> None:
+    raw = f'{{"ts": "{TS}", "seq": 7, "smoke": true, "temp_c": {token}}}'
+    with pytest.raises(PayloadError) as caught:
+        decode("sensord/v1/jd01/smoke/SMK-1", raw.encode(), NOW, DEVICES, LIMITS)
+    assert caught.value.reason == "schema"
+    assert caught.value.detail.startswith("temp_c: ")
+
+
+def test_a_dead_letter_keeps_a_bounded_prefix_with_the_size_and_hash() -> None:
+    raw = b"x" * 250_000
+    letter = dead_letter(NOW, "sensord/v1/jd01/smoke/SMK-1", raw, "too_large", "", None, 1024)
+    assert letter.payload == raw[:1024]
+    assert (letter.payload_size, letter.payload_sha256) == (250_000, hashlib.sha256(raw).digest())
+    assert truncated(letter)
+    whole = dead_letter(NOW, "t", b"{}", "bad_json", "", None, 1024)
+    assert (whole.payload, whole.payload_size, truncated(whole)) == (b"{}", 2, False)
