@@ -41,7 +41,7 @@ from sensord.paths import shipped
 from sensord.retry import Retry
 from sensord.services.ingest import IngestBuffer
 from sensord.services.writer import Writer
-from tests.support.services import create_database, drop_database
+from simulators.harness.database import create_database, drop_database
 
 DEVICES = 100
 BAD = "SMK-bench-bad"
