@@ -74,13 +74,14 @@ GRANT EXECUTE ON FUNCTION sensord_expire_readings(interval) TO sensord_runtime;
 -- The audit chain.
 
 -- One head per chained table: the last row's position and hash. Only the
--- owner's trigger function touches it; the runtime role has no grant on it.
+-- owner's trigger function writes it; the runtime role may only read it.
 -- It also lets `audit verify` see rows deleted from the end of a chain.
 CREATE TABLE audit_chain_heads (
     table_name  text    PRIMARY KEY CHECK (table_name IN ('work_order_events', 'alert_events')),
     chain_seq   bigint  NOT NULL CHECK (chain_seq >= 0),
     hash        bytea   NOT NULL
 );
+GRANT SELECT ON audit_chain_heads TO sensord_runtime;  -- `sensord audit verify` reads it
 
 ALTER TABLE work_order_events ADD COLUMN chain_seq bigint, ADD COLUMN prev_hash bytea,
     ADD COLUMN hash bytea;
