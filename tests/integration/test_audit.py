@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import shutil
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -252,3 +254,33 @@ def test_a_recorded_head_catches_a_chain_the_owner_rebuilt(
     status, _, err = _verify(owner_dsn, monkeypatch, capsys, "--head", head)
     assert status == 1
     assert "is not the row recorded at position 2: the chain was rebuilt" in err
+
+
+def test_an_upgraded_database_chains_the_history_it_had(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = tmp_path / "migrations"
+    before.mkdir()
+    for path in sorted(shipped("migrations").glob("*.sql")):
+        if path.name < "0006":
+            shutil.copy(path, before)
+    dsn = create_database()
+    try:
+        migrate(dsn, before)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            alert = conn.execute(_ALERT, ("device:SMK-3",)).fetchone()
+            assert alert is not None
+            for event in ("fired", "updated", "cleared"):
+                conn.execute(
+                    "INSERT INTO alert_events (alert_id, event) VALUES (%s, %s)", (alert[0], event)
+                )
+        assert [m.version for m in migrate(dsn, shipped("migrations"))] == [6]
+        with psycopg.connect(runtime_dsn(dsn), autocommit=True) as conn:
+            conn.execute(
+                "INSERT INTO alert_events (alert_id, event) VALUES (%s, 'reopened')", (alert[0],)
+            )
+        status, out, err = _verify(dsn, monkeypatch, capsys)
+        assert status == 0, err
+        assert "alert_events: intact, 4 rows, head alert_events:4:" in out
+    finally:
+        drop_database(dsn)
