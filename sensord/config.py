@@ -63,6 +63,15 @@ class DatabaseConfig(_Section):
 
     dsn: str = "postgresql://sensord@127.0.0.1:5433/sensord"
     password: SecretStr = SecretStr("")
+    migrate_dsn: str = Field(
+        default="",
+        description="the schema owner's login, used by `sensord migrate` only;"
+        ' "" = migrate with dsn (one role for everything)',
+    )
+    migrate_password: SecretStr = Field(
+        default=SecretStr(""),
+        description="password of migrate_dsn; from the credential database-migrate-password",
+    )
     pool_min: Annotated[int, Field(ge=1)] = 2
     pool_max: Annotated[int, Field(ge=1)] = 4
     connect_timeout_s: Seconds = 5.0
@@ -212,6 +221,7 @@ class ShutdownConfig(_Section):
 # systemd LoadCredential= names -> (section, key). Each file holds one secret.
 CREDENTIALS: dict[str, tuple[str, str]] = {
     "database-password": ("database", "password"),
+    "database-migrate-password": ("database", "migrate_password"),
     "mqtt-password": ("mqtt", "password"),
 }
 WEBHOOK_CREDENTIAL = "webhook-"  # webhook-<org_id>: [dispatch.webhooks.<org_id>] secret
@@ -349,4 +359,5 @@ def redacted(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, secrets masked, for printing."""
     data = settings.model_dump(mode="json")
     data["database"]["dsn"] = mask_dsn(settings.database.dsn)
+    data["database"]["migrate_dsn"] = mask_dsn(settings.database.migrate_dsn)
     return data

@@ -276,7 +276,8 @@ async def expire(
     """
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
         await cur.execute(
-            "SELECT count(*) FROM drop_chunks('readings', older_than => %s::interval)",
+            # The runtime role does not own readings: the owner's function drops (0006).
+            "SELECT sensord_expire_readings(%s::interval)",
             (f"{readings_days} days",),
         )
         row = await cur.fetchone()

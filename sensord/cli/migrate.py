@@ -1,4 +1,7 @@
-"""``sensord migrate``: apply pending database migrations (safe to repeat)."""
+"""``sensord migrate``: apply pending database migrations (safe to repeat).
+
+Connects as the schema owner (``database.migrate_dsn``), not as the daemon's runtime login.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import sys
 from typing import Any
 
 from sensord import exits
-from sensord.config import Settings
+from sensord.config import DatabaseConfig, Settings
 from sensord.errors import MigrationError
 
 NAME = "migrate"
@@ -21,12 +24,11 @@ def register(subparsers: Any) -> None:
 def run(settings: Settings, args: argparse.Namespace) -> int:
     """Apply the pending migrations; 1 when one fails or the database cannot be reached."""
     from sensord.adapters import migrations
-    from sensord.adapters.database import conninfo
     from sensord.paths import migrations_directory
 
     directory = migrations_directory(settings)
     try:
-        applied = migrations.migrate(conninfo(settings.database, "sensord-migrate"), directory)
+        applied = migrations.migrate(owner_conninfo(settings.database), directory)
     except MigrationError as exc:
         print(f"sensord migrate: {exc}", file=sys.stderr)
         return exits.FAILED
@@ -38,3 +40,15 @@ def run(settings: Settings, args: argparse.Namespace) -> int:
     if not applied:
         print("schema up to date")
     return exits.OK
+
+
+def owner_conninfo(config: DatabaseConfig) -> str:
+    """The schema owner's connection string: ``migrate_dsn`` with ``migrate_password``, or
+    ``dsn`` with ``password`` when no separate owner is configured."""
+    from sensord.adapters.database import conninfo
+
+    if config.migrate_dsn:
+        config = config.model_copy(
+            update={"dsn": config.migrate_dsn, "password": config.migrate_password}
+        )
+    return conninfo(config, "sensord-migrate")

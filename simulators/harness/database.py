@@ -1,4 +1,9 @@
-"""Fresh databases on the project's TimescaleDB (``scripts/services up``)."""
+"""Fresh databases on the project's TimescaleDB (``scripts/services up``).
+
+Two logins, as scripts/services creates them: the owner (``ADMIN_DSN``: creates the
+databases, runs the migrations, and is what tests inspect and tamper with), and the
+daemon's runtime login, a member of ``sensord_runtime`` (``runtime_dsn``).
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,14 @@ from psycopg import sql
 ADMIN_DSN = os.environ.get(
     "SENSORD_TEST_ADMIN_DSN", "postgresql://sensord:sensord@127.0.0.1:5433/sensord"
 )
+
+RUNTIME_USER = os.environ.get("SENSORD_TEST_RUNTIME_USER", "sensord_daemon")
+RUNTIME_PASSWORD = os.environ.get("SENSORD_TEST_RUNTIME_PASSWORD", "sensord_daemon")
+
+
+def runtime_dsn(dsn: str) -> str:
+    """``dsn`` (any database, host or proxy) as the daemon's runtime login."""
+    return psycopg.conninfo.make_conninfo(dsn, user=RUNTIME_USER, password=RUNTIME_PASSWORD)
 
 
 def create_database() -> str:

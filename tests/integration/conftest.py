@@ -15,7 +15,12 @@ from sensord.paths import shipped
 from simulators.district import generate, write
 from simulators.harness.broker import Broker
 from simulators.harness.daemon import Daemon
-from simulators.harness.database import create_database, drop_database
+from simulators.harness.database import (
+    RUNTIME_PASSWORD,
+    create_database,
+    drop_database,
+    runtime_dsn,
+)
 from simulators.protocol import SimDevice
 from tests.support import REPO
 
@@ -71,10 +76,14 @@ def devices(db: psycopg.Connection) -> Callable[[int, str], list[SimDevice]]:
 
 @pytest.fixture
 def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callable[..., Daemon]]:
-    """Factory of daemons on the private broker and the test database; all stopped at the end."""
+    """Factory of daemons on the private broker and the test database; all stopped at the end.
+
+    Each runs as the runtime login (least privilege, migrations/0006) on whatever database
+    it is given; ``as_owner`` (or a SENSORD_DATABASE__PASSWORD override) keeps the login given.
+    """
     started: list[Daemon] = []
 
-    def make(**overrides: str) -> Daemon:
+    def make(*, as_owner: bool = False, **overrides: str) -> Daemon:
         env = {
             "SENSORD_DATABASE__DSN": database_dsn,
             "SENSORD_MQTT__PORT": str(broker.port),
@@ -85,6 +94,10 @@ def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callab
             "SENSORD_LOG__FORMAT": "text",
         }
         env.update(overrides)
+        # A test that sets the password itself says which login it means.
+        if not as_owner and "SENSORD_DATABASE__PASSWORD" not in overrides:
+            env["SENSORD_DATABASE__DSN"] = runtime_dsn(env["SENSORD_DATABASE__DSN"])
+            env["SENSORD_DATABASE__PASSWORD"] = RUNTIME_PASSWORD  # over config.toml's owner one
         daemon = Daemon(
             env, tmp_path / f"daemon-{len(started)}.log", config=REPO / "config.toml", cwd=REPO
         )
