@@ -1,5 +1,5 @@
 """Named queries of ``sensord audit verify``: each chained table's rows, in chain order,
-with the digest the database recomputes from their content (migrations/0006)."""
+with the digest the database recomputes from their content (migrations/0007)."""
 
 from __future__ import annotations
 

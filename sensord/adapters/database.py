@@ -276,7 +276,7 @@ async def expire(
     """
     async with pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
         await cur.execute(
-            # The runtime role does not own readings: the owner's function drops (0006).
+            # The runtime role does not own readings: the owner's function drops (0007).
             "SELECT sensord_expire_readings(%s::interval)",
             (f"{readings_days} days",),
         )

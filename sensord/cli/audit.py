@@ -1,6 +1,6 @@
 """``sensord audit verify``: recompute the audit chains, name the first row edited or deleted.
 
-The chains are built by the database (migrations/0006); the queries are
+The chains are built by the database (migrations/0007); the queries are
 ``adapters/audit_queries``, the check ``core/audit``. Exit status: 0 every
 chain holds; 1 a chain is broken, or the database failed; 2 bad arguments.
 """

@@ -1,7 +1,7 @@
 """The audit chain's check: walk one table's rows in chain order, report the first break.
 
 Each audit row carries its chain position, the previous row's hash and its own
-hash; the database computes them on insert (migrations/0006) and recomputes the
+hash; the database computes them on insert (migrations/0007) and recomputes the
 digest for this walk. A row whose content changed no longer matches its hash;
 a deleted row leaves a gap in the positions or a ``prev_hash`` that no longer
 follows; rows deleted from the end fall short of the table's head. A recorded

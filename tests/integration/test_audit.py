@@ -1,4 +1,4 @@
-"""Least privilege and the audit chain (migrations/0006) on the real TimescaleDB."""
+"""Least privilege and the audit chain (migrations/0007) on the real TimescaleDB."""
 
 from __future__ import annotations
 
@@ -262,7 +262,7 @@ def test_an_upgraded_database_chains_the_history_it_had(
     before = tmp_path / "migrations"
     before.mkdir()
     for path in sorted(shipped("migrations").glob("*.sql")):
-        if path.name < "0006":
+        if path.name < "0007":
             shutil.copy(path, before)
     dsn = create_database()
     try:
