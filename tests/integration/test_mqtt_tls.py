@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import ssl
 import uuid
@@ -11,6 +12,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from sensord.adapters.mqtt_publisher import MqttPublisher
+from sensord.config import MqttConfig
 from simulators.harness.broker import Broker, ListenerTls
 from simulators.harness.daemon import Daemon
 from simulators.harness.processes import wait_until
@@ -179,5 +182,23 @@ def test_client_certificates_are_the_identity(
         # The forged one came first on the broker; had it passed, it would be stored by now.
         assert db.execute("SELECT seq FROM readings").fetchall() == [(1,)]
         assert sensord.terminate() == 0
+
+        # The notification publisher goes through the same connect helper, certificate and all.
+        mine = pki.client("sensord-tls")
+        config = MqttConfig(
+            port=mutual.port, client_id=f"sensord-tls-{uuid.uuid4().hex[:6]}", tls=True,
+            tls_ca_file=str(pki.ca.cert), tls_cert_file=str(mine.cert),
+            tls_key_file=str(mine.key),
+        )  # fmt: skip
+
+        async def notify() -> None:
+            publisher = MqttPublisher(config)
+            await asyncio.wait_for(publisher.start(), 20)
+            try:
+                await publisher.publish("sensord/v1/jd01/dispatch/ORG-T", b"{}", timeout_s=10)
+            finally:
+                await publisher.stop()
+
+        asyncio.run(notify())  # connected with its certificate, the publish PUBACKed
     finally:
         mutual.stop()
