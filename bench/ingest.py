@@ -11,6 +11,9 @@ messages / (first message received -> last stored).
 
     python -m bench.ingest --messages 100000 --runs 3
 
+--tls: in every repetition sensord runs a second time, connected over TLS to a second listener
+of the same broker (certificates made at start; publisher and bare subscribers stay on TCP).
+
 Needs scripts/services up (TimescaleDB on 5433); starts its own mosquitto on --port.
 """
 
@@ -35,11 +38,12 @@ from bench.mqtt_ceiling import run_once
 from bench.mqtt_publishers import publish_detailed
 from sensord.adapters.migrations import migrate
 from sensord.paths import shipped
-from simulators.harness.broker import broker
+from simulators.harness.broker import ListenerTls, broker
 from simulators.harness.daemon import Daemon, running
 from simulators.harness.database import create_database, drop_database
 from simulators.harness.metrics import scrape
 from simulators.harness.processes import proc_cpu
+from simulators.harness.tls import Pki
 
 REPO = Path(__file__).resolve().parents[1]
 DEVICES = 1000
@@ -110,21 +114,25 @@ def wait_stored(port: int, n: int, timeout_s: float = 600) -> float:
         time.sleep(0.02)
 
 
-def sensord_live(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
-    with daemon(dsn, port, f"bench-sensord-{uuid.uuid4().hex[:6]}", log) as (pid, mport):
+def sensord_live(
+    dsn: str, port: int, n: int, start: int, log: Path, env: Mapping[str, str] | None = None
+) -> Run:
+    with daemon(dsn, port, f"bench-sensord-{uuid.uuid4().hex[:6]}", log, env) as (pid, mport):
         cpu0 = proc_cpu(pid)
         pub = publish_detailed("127.0.0.1", port, n, devices=DEVICES, start=start)
         done = wait_stored(mport, n)
-        return Run("sensord", "live", n / (done - pub.t0), proc_cpu(pid) - cpu0, rss_mib(pid),
+        return Run(consumer(env), "live", n / (done - pub.t0), proc_cpu(pid) - cpu0, rss_mib(pid),
                    pub.rate, *backpressure(mport))
 
 
-def sensord_drain(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
+def sensord_drain(
+    dsn: str, port: int, n: int, start: int, log: Path, env: Mapping[str, str] | None = None
+) -> Run:
     client_id = f"bench-sensord-{uuid.uuid4().hex[:6]}"
-    with daemon(dsn, port, client_id, log):
+    with daemon(dsn, port, client_id, log, env):
         pass  # creates the persistent session
     pub = publish_detailed("127.0.0.1", port, n, devices=DEVICES, start=start)
-    with daemon(dsn, port, client_id, log) as (pid, mport):
+    with daemon(dsn, port, client_id, log, env) as (pid, mport):
         cpu0 = proc_cpu(pid)
         wait_stored(mport, n)
         done_wall = time.time()
@@ -132,8 +140,18 @@ def sensord_drain(dsn: str, port: int, n: int, start: int, log: Path) -> Run:
             row = conn.execute("SELECT extract(epoch FROM min(received_at)) FROM readings "
                                "WHERE seq >= %s", (start // DEVICES,)).fetchone()
         first = float(row[0]) if row and row[0] is not None else done_wall
-        return Run("sensord", "drain", n / (done_wall - first), proc_cpu(pid) - cpu0,
+        return Run(consumer(env), "drain", n / (done_wall - first), proc_cpu(pid) - cpu0,
                    rss_mib(pid), pub.rate, *backpressure(mport))
+
+
+def consumer(env: Mapping[str, str] | None) -> str:
+    return "sensord tls" if env else "sensord"
+
+
+def tls_env(pki: Pki, port: int) -> dict[str, str]:
+    """sensord's settings for the benchmark broker's TLS listener."""
+    return {"SENSORD_MQTT__PORT": str(port), "SENSORD_MQTT__TLS": "true",
+            "SENSORD_MQTT__TLS_CA_FILE": str(pki.ca.cert)}  # fmt: skip
 
 
 def backpressure(metrics_port: int) -> tuple[float, float]:
@@ -155,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--port", type=int, default=18850)
     parser.add_argument("--modes", default="live,drain")
+    parser.add_argument("--tls", action="store_true", help="also sensord over TLS (port + 1)")
     args = parser.parse_args(argv)
     modes = args.modes.split(",")
     n = args.messages
@@ -165,7 +184,11 @@ def main(argv: list[str] | None = None) -> int:
         register_devices(dsn)
         workdir = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
         log = workdir / "sensord.log"
-        with broker(args.port, workdir) as proc:
+        pki = Pki.make(workdir / "pki") if args.tls else None
+        tls = ListenerTls(pki.ca.cert, pki.server.cert, pki.server.key) if pki else None
+        # user root: else mosquitto drops to user mosquitto, which cannot read the private keys
+        as_root = {"user": "root"} if tls else {}
+        with broker(args.port, workdir, tls_port=args.port + 1, tls=tls, **as_root) as proc:
             offset = 0
             for rep in range(args.runs):
                 for mode in modes:
@@ -174,13 +197,14 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"run {rep + 1} {mode:5} bare {lib:6} {runs[-1].rate:9.0f} msg/s",
                               flush=True)
                     measure = sensord_live if mode == "live" else sensord_drain
-                    runs.append(measure(dsn, args.port, n, offset, log))
-                    offset += n
-                    last = runs[-1]
-                    print(f"run {rep + 1} {mode:5} sensord     {last.rate:9.0f} msg/s "
-                          f"(cpu {last.cpu_s:.1f}s, rss {last.rss_mib:.0f} MiB, "
-                          f"{last.capacity_waits:.0f} capacity waits, "
-                          f"{last.read_pauses:.0f} read pauses)", flush=True)
+                    for env in [None] + ([tls_env(pki, args.port + 1)] if pki else []):
+                        runs.append(measure(dsn, args.port, n, offset, log, env))
+                        offset += n
+                        last = runs[-1]
+                        print(f"run {rep + 1} {mode:5} {last.consumer:11} {last.rate:9.0f} msg/s "
+                              f"(cpu {last.cpu_s:.1f}s, rss {last.rss_mib:.0f} MiB, "
+                              f"{last.capacity_waits:.0f} capacity waits, "
+                              f"{last.read_pauses:.0f} read pauses)", flush=True)
     finally:
         drop_database(dsn)
     report(runs, n, args)
@@ -188,7 +212,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def report(runs: list[Run], n: int, args: argparse.Namespace) -> None:
-    print(f"\n`python -m bench.ingest --messages {n} --runs {args.runs}` on "
+    tls = " --tls" if args.tls else ""
+    print(f"\n`python -m bench.ingest --messages {n} --runs {args.runs}{tls}` on "
           f"{platform.node()} ({os.cpu_count()} cores), {time.strftime('%Y-%m-%d %H:%M')}\n")
     print("| mode | consumer | median msg/s | runs | CPU s / run | µs CPU / msg | peak RSS MiB "
           "| publisher msg/s |")
@@ -204,10 +229,13 @@ def report(runs: list[Run], n: int, args: argparse.Namespace) -> None:
         ratios = []
         per_run = [r for r in runs if r.mode == mode]
         paho = [r.rate for r in per_run if r.consumer == "bare paho"]
-        ours = [r.rate for r in per_run if r.consumer == "sensord"]
-        ratios = [o / p for o, p in zip(ours, paho, strict=True)]
-        print(f"\n{mode}: sensord / bare paho, per run: "
-              f"{', '.join(f'{x:.0%}' for x in ratios)}; median {statistics.median(ratios):.0%}\n")
+        for ours_name in dict.fromkeys(r.consumer for r in per_run if r.consumer != "bare paho"
+                                       and r.consumer.startswith("sensord")):
+            ours = [r.rate for r in per_run if r.consumer == ours_name]
+            ratios = [o / p for o, p in zip(ours, paho, strict=True)]
+            print(f"\n{mode}: {ours_name} / bare paho, per run: "
+                  f"{', '.join(f'{x:.0%}' for x in ratios)}; "
+                  f"median {statistics.median(ratios):.0%}\n")
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import ssl
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -56,6 +57,89 @@ class MqttConfig(_Section):
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
     reconnect_initial_s: Seconds = 0.5
     reconnect_max_s: Seconds = 30.0
+    tls: bool = False
+    tls_ca_file: str = ""
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    tls_verify_hostname: bool = True
+    tls_min_version: Literal["1.2", "1.3"] = "1.2"
+
+    @model_validator(mode="after")
+    def _tls_files(self) -> MqttConfig:
+        # Checked here, so check-config and `run` refuse a missing or bad file by its key
+        # instead of the daemon retrying a handshake that can never succeed.
+        try:
+            self.tls_context()
+        except _TlsProblem as problem:
+            raise ValidationError.from_exception_data(
+                type(self).__name__,
+                [
+                    InitErrorDetails(
+                        type=PydanticCustomError(
+                            "mqtt_tls", "{problem}", {"problem": problem.message}
+                        ),
+                        loc=(problem.key,),
+                        input=getattr(self, problem.key),
+                    )
+                ],
+            ) from None
+        return self
+
+    def tls_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for the broker connection; None when ``tls`` is off."""
+        files = {"tls_ca_file": self.tls_ca_file, "tls_cert_file": self.tls_cert_file,
+                 "tls_key_file": self.tls_key_file}  # fmt: skip
+        if not self.tls:
+            for key, value in files.items():
+                if value:
+                    raise _TlsProblem(key, "is set but tls = false; set tls = true or remove it")
+            return None
+        if self.tls_key_file and not self.tls_cert_file:
+            raise _TlsProblem("tls_key_file", "needs tls_cert_file (the client certificate)")
+        for key, value in files.items():
+            if value:
+                try:
+                    with open(value, "rb") as readable:
+                        readable.read(1)
+                except OSError as exc:
+                    raise _TlsProblem(key, f"cannot read {value}: {exc.strerror or exc}") from None
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED, check_hostname on
+        context.minimum_version = (
+            ssl.TLSVersion.TLSv1_3 if self.tls_min_version == "1.3" else ssl.TLSVersion.TLSv1_2
+        )
+        context.check_hostname = self.tls_verify_hostname
+        try:
+            if self.tls_ca_file:
+                context.load_verify_locations(cafile=self.tls_ca_file)
+            else:
+                context.load_default_certs()
+        except ssl.SSLError as exc:
+            raise _TlsProblem("tls_ca_file", f"no CA certificate (PEM) in it: {exc}") from None
+        if self.tls_cert_file:
+            try:
+                context.load_cert_chain(
+                    self.tls_cert_file, self.tls_key_file or None, password=_no_passphrase
+                )
+            except (ssl.SSLError, _Encrypted) as exc:
+                key = "tls_key_file" if self.tls_key_file else "tls_cert_file"
+                raise _TlsProblem(
+                    key, f"not a PEM certificate with its unencrypted private key: {exc}"
+                ) from None
+        return context
+
+
+class _TlsProblem(Exception):
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key, self.message = key, message
+
+
+class _Encrypted(Exception):
+    """The key asks for a passphrase; a daemon has no one to type it (protect the file)."""
+
+
+def _no_passphrase() -> str:
+    raise _Encrypted("the key is encrypted")
 
 
 class DatabaseConfig(_Section):

@@ -2,13 +2,34 @@
 
 from __future__ import annotations
 
+import ssl
 import time
 import uuid
 from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
 from types import TracebackType
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
+
+
+@dataclass(frozen=True)
+class ClientTls:
+    """MQTT over TLS: the CA to check the broker against, and optionally a client
+    certificate and key (the device's identity under ``use_identity_as_username``)."""
+
+    ca_file: Path
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    def context(self) -> ssl.SSLContext:
+        """Checks the broker's certificate and name; TLS 1.2 at least."""
+        context = ssl.create_default_context(cafile=str(self.ca_file))
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if self.cert_file is not None:
+            context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 class Publisher:
@@ -21,6 +42,7 @@ class Publisher:
         *,
         client_id: str | None = None,
         window: int = 1000,
+        tls: ClientTls | None = None,
     ) -> None:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
@@ -29,6 +51,8 @@ class Publisher:
         )
         self._client.max_inflight_messages_set(window)
         self._client.max_queued_messages_set(0)
+        if tls is not None:
+            self._client.tls_set_context(tls.context())
         self._host, self._port = host, port
 
     def __enter__(self) -> Publisher:

@@ -66,8 +66,19 @@ async def connect(
             },
         )
 
+    # An SSLContext or False; gmqtt hands it to loop.create_connection, which checks the
+    # certificate against config.host, and reuses it on every reconnect.
+    tls = config.tls_context() or False
+    if config.tls and not config.tls_verify_hostname:
+        log.warning(
+            "TLS hostname verification is OFF (mqtt.tls_verify_hostname = false): any"
+            " certificate the CA signed is accepted as the broker's",
+            extra={"client": who, "host": config.host},
+        )
+    # A refused certificate (wrong CA, wrong name) is an ssl.SSLError, an OSError: retried
+    # with backoff like an unreachable broker, the reason in the log.
     await Retry.of(backoff).call(
-        lambda: client.connect(config.host, config.port, keepalive=config.keepalive_s),
+        lambda: client.connect(config.host, config.port, ssl=tls, keepalive=config.keepalive_s),
         on=(OSError, gmqtt.mqtt.handler.MQTTConnectError),
         failed=failed,
     )

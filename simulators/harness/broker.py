@@ -38,13 +38,41 @@ def listening(process: subprocess.Popen[bytes] | None, port: int, log: Path) -> 
     return True
 
 
+@dataclass(frozen=True)
+class ListenerTls:
+    """TLS on a listener: the CA clients are checked against, the broker's certificate and key.
+
+    ``require_certificate``: a client without a certificate signed by the CA is refused;
+    ``use_identity_as_username``: the certificate's CN is then the client's user name.
+    """
+
+    cafile: Path
+    certfile: Path
+    keyfile: Path
+    require_certificate: bool = False
+    use_identity_as_username: bool = False
+
+    def lines(self) -> str:
+        """The listener's TLS settings (they apply to the listener line before them)."""
+        return (
+            f"cafile {self.cafile}\ncertfile {self.certfile}\nkeyfile {self.keyfile}\n"
+            "tls_version tlsv1.2\n"  # the minimum, in Mosquitto 2.0
+            f"require_certificate {str(self.require_certificate).lower()}\n"
+            f"use_identity_as_username {str(self.use_identity_as_username).lower()}\n"
+        )
+
+
 @dataclass
 class Broker:
-    """A private mosquitto with the shipped sensord config and on-disk persistence."""
+    """A private mosquitto with the shipped sensord config and on-disk persistence.
+
+    ``tls``: the listener speaks TLS only (MQTT over TLS on ``port``).
+    """
 
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    tls: ListenerTls | None = None
 
     @property
     def config_path(self) -> Path:
@@ -65,7 +93,8 @@ class Broker:
             # user root: mosquitto started as root otherwise drops to user mosquitto,
             # which cannot write the persistence file into pytest's private tmp dirs.
             f"{shipped}\n# test overrides\nuser root\n"
-            f"listener {self.port} 127.0.0.1\n{self.overrides()}"
+            f"listener {self.port} 127.0.0.1\n{self.tls.lines() if self.tls else ''}"
+            f"{self.overrides()}"
         )
         self.process = subprocess.Popen(
             [MOSQUITTO, "-c", str(self.config_path)],
@@ -106,7 +135,15 @@ BENCH_SETTINGS: dict[str, Any] = {
 }
 
 
-def write_config(port: int, tmpdir: str | Path, **settings: Any) -> Path:
+def write_config(
+    port: int,
+    tmpdir: str | Path,
+    *,
+    tls_port: int | None = None,
+    tls: ListenerTls | None = None,
+    **settings: Any,
+) -> Path:
+    """The benchmark broker's config; with ``tls``, a second listener on ``tls_port``."""
     tmp = Path(tmpdir)
     merged = {**BENCH_SETTINGS, **settings}
     # stderr (unbuffered, redirected to mosquitto-PORT.log): "log_dest file" is block-buffered
@@ -117,19 +154,28 @@ def write_config(port: int, tmpdir: str | Path, **settings: Any) -> Path:
         for v in val if isinstance(val, list) else [val]:
             lines.append(f"{key} {v}")
     lines.append(f"listener {port} {HOST}")
+    if tls is not None and tls_port is not None:
+        lines += [f"listener {tls_port} {HOST}", *tls.lines().splitlines()]
     path = tmp / f"mosquitto-{port}.conf"
     path.write_text("\n".join(lines) + "\n")
     return path
 
 
-def start_broker(port: int, tmpdir: str | Path, **settings: Any) -> subprocess.Popen[bytes]:
+def start_broker(
+    port: int,
+    tmpdir: str | Path,
+    *,
+    tls_port: int | None = None,
+    tls: ListenerTls | None = None,
+    **settings: Any,
+) -> subprocess.Popen[bytes]:
     """Start a private mosquitto on 127.0.0.1:port (config + log in tmpdir); returns when it
     accepts connections. ``settings`` override/extend :data:`BENCH_SETTINGS` (None = omit)."""
     if port == 1883:
         raise ValueError("1883 is the machine's broker; use a private port")
     with contextlib.suppress(OSError), socket.create_connection((HOST, port), timeout=0.2):
         raise RuntimeError(f"port {port} is already in use (a leftover broker?)")
-    conf = write_config(port, tmpdir, **settings)
+    conf = write_config(port, tmpdir, tls_port=tls_port, tls=tls, **settings)
     log = Path(tmpdir, f"mosquitto-{port}.log")
     with log.open("ab") as logf:
         proc = subprocess.Popen(
@@ -155,12 +201,17 @@ def stop_broker(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def broker(port: int, tmpdir: str | Path | None = None, **settings: Any) -> Iterator[
-    subprocess.Popen[bytes]
-]:
+def broker(
+    port: int,
+    tmpdir: str | Path | None = None,
+    *,
+    tls_port: int | None = None,
+    tls: ListenerTls | None = None,
+    **settings: Any,
+) -> Iterator[subprocess.Popen[bytes]]:
     own = tmpdir is None
     tdir = tempfile.mkdtemp(prefix="mqtt-bench-") if own else str(tmpdir)
-    proc = start_broker(port, tdir, **settings)
+    proc = start_broker(port, tdir, tls_port=tls_port, tls=tls, **settings)
     try:
         yield proc
     finally:
@@ -172,4 +223,3 @@ def broker(port: int, tmpdir: str | Path | None = None, **settings: Any) -> Iter
 def broker_log(proc: subprocess.Popen[bytes], port: int) -> str:
     p = Path(proc.tmpdir, f"mosquitto-{port}.log")  # type: ignore[attr-defined]
     return p.read_text() if p.exists() else ""
-
