@@ -25,6 +25,7 @@ from sensord.adapters.alert_store import (
     apply_evaluation,
     load_count_history,
     load_last_seen,
+    load_recent,
     load_states,
 )
 from sensord.adapters.database import ReadingStore
@@ -139,6 +140,7 @@ async def build_pipeline(
     async with pool.connection() as conn, conn.cursor() as cur:
         states = await load_states(cur)
         last_ts, last_received = await load_last_seen(cur, horizon)
+        recent = await load_recent(cur, horizon)
         history = await load_count_history(cur, counted, timedelta(seconds=longest))
     log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
     engine = RuleEngine(
@@ -148,6 +150,7 @@ async def build_pipeline(
         started_at=clock.now(),
         last_received=last_received,
         history=history,
+        recent=recent,
     )
     return AlertPipeline(engine, snapshot_context_fields(directory), metrics)
 

@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sensord.adapters.alert_store import decode_state, encode_state
 from sensord.adapters.rule_files import load_rules
 from sensord.core.messages import Reading
-from sensord.core.rules.engine import Key, RuleEngine, subject_of
+from sensord.core.rules.engine import DUPLICATE_WINDOW, Key, RuleEngine, subject_of
 from sensord.core.rules.fields import EMPTY
 from sensord.core.rules.model import RuleSet
 from sensord.core.rules.state import Outcome
@@ -69,6 +69,8 @@ class Timeline:
     stored_states: dict[Key, str] = field(default_factory=dict)  # rule_state.state (jsonb)
     # max(ts) of the stored readings per (device, kind), as load_last_seen reads it
     stored_last_ts: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # the readings table's duplicate key (device_id, ts, seq) of every stored reading
+    stored_keys: set[tuple[str, datetime, int]] = field(default_factory=set)
     engine: RuleEngine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,7 @@ class Timeline:
                 last = self.stored_last_ts.get((r.device_id, r.kind))
                 newest = r.ts if last is None else max(last, r.ts)
                 self.stored_last_ts[(r.device_id, r.kind)] = newest
+                self.stored_keys.add((r.device_id, r.ts, r.seq))
             for key, state in evaluation.changed.items():
                 self.stored_states[key] = json.dumps(encode_state(state))
             made += [
@@ -101,7 +104,16 @@ class Timeline:
     def restart(self) -> None:
         """A new engine from what the database holds, as the daemon builds it on start."""
         states = {key: decode_state(json.loads(text)) for key, text in self.stored_states.items()}
-        self.engine = RuleEngine(self.rules, states, dict(self.stored_last_ts))
+        newest: dict[str, datetime] = {}
+        for (device, _kind), ts in self.stored_last_ts.items():
+            newest[device] = max(ts, newest.get(device, ts))
+        # alert_store.load_recent: the keys within DUPLICATE_WINDOW of each device's newest
+        recent = [
+            (device, ts, seq)
+            for device, ts, seq in self.stored_keys
+            if newest[device] - DUPLICATE_WINDOW < ts <= newest[device]
+        ]
+        self.engine = RuleEngine(self.rules, states, dict(self.stored_last_ts), recent=recent)
 
     def alerts(self, rule: str, subject: str | None = None) -> list[tuple[float, Outcome]]:
         """Opens and clears of one rule (``updated`` left out), in order."""
