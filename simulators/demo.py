@@ -212,6 +212,7 @@ def start_daemon(args: argparse.Namespace, log: Path, rules: Path) -> subprocess
         SENSORD_MQTT__PORT=str(args.mqtt_port),
         SENSORD_DATABASE__DSN=args.dsn,
         SENSORD_RULES__DIRECTORY=str(rules),
+        SENSORD_RULES__CLOCK="device",  # the fleet runs --speedup times faster than the wall
     )
     with log.open("ab") as out:
         daemon = subprocess.Popen(

@@ -151,7 +151,13 @@ async def build_pipeline(
         last_received=last_received,
         history=history,
         recent=recent,
+        device_clock=settings.rules.clock == "device",
     )
+    if settings.rules.clock == "device":
+        log.warning(
+            "rules.clock = device: rule windows run on device time, which a device can set;"
+            " for accelerated simulations only"
+        )
     return AlertPipeline(engine, snapshot_context_fields(directory), metrics)
 
 

@@ -80,6 +80,9 @@ def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callab
             "SENSORD_INGEST__RETRY_MAX_S": "1",
             "SENSORD_MQTT__RECONNECT_MAX_S": "1",
             "SENSORD_LOG__FORMAT": "text",
+            # The fleet simulator runs device time faster than the wall clock (--speedup);
+            # tests of the receive-time windows override this with "receive".
+            "SENSORD_RULES__CLOCK": "device",
         }
         env.update(overrides)
         daemon = Daemon(env, tmp_path / f"daemon-{len(started)}.log")

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import random
 import re
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,6 @@ DISPATCH = "sensord/v1/+/dispatch/#"
 REPLIES = "sensord/v1/+/orders/+/replies"
 
 
-@dataclass
 def policy_dir(
     tmp_path: Path, *, ack_s: int, arrive_s: int, resolve_s: int, hold_s: int = 1
 ) -> Path:

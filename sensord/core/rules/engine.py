@@ -91,8 +91,12 @@ class RuleEngine:
         last_received: Mapping[str, datetime] | None = None,
         history: Iterable[tuple[str, str, str | None, datetime]] = (),
         recent: Iterable[tuple[str, datetime, int]] = (),
+        device_clock: bool = False,
     ) -> None:
         self._rules = rules
+        # The windows run on receive time; device time only for accelerated
+        # simulations (rules.clock = "device"), where ts runs faster than the server.
+        self._device_clock = device_clock
         self._by_kind: dict[str, tuple[Rule, ...]] = {}
         self._states: dict[Key, RuleState] = dict(states or {})
         # Per device: the newest device time already stored and evaluated. Used
@@ -183,7 +187,8 @@ class RuleEngine:
             before = RuleState(last_ts=self._newest(reading.device_id, rule.kinds))
         elif before.last_ts is None:  # restored from the database, which keeps no last_ts
             before = replace(before, last_ts=self._newest(reading.device_id, rule.kinds))
-        after, outcome = step(rule, before, fields, reading.ts, reading.received_at)
+        at = reading.ts if self._device_clock else reading.received_at
+        after, outcome = step(rule, before, fields, reading.ts, at)
         if after is before:
             return
         self._states[key] = after
