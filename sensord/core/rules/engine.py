@@ -24,11 +24,12 @@ from sensord.core.rules.state import Outcome, Phase, RuleState, step
 Key = tuple[str, str]  # (rule name, subject)
 _VALUE_COLUMNS = READING_COLUMNS[5:-1]
 
-# How far behind a device's newest device time a redelivery is still recognised
-# (and restored after a restart, alert_store.load_last_seen). Wider than the
-# future tolerance, so a forged future reading cannot push the device's real,
-# redelivered readings out of it; an older copy is evaluated as a late reading,
-# which can only raise (a false alarm at worst, never a missed one).
+# How far behind a device's newest device time a reading is still evaluated: within
+# it a redelivery is recognised by its key (restored after a restart,
+# alert_store.load_recent); older readings cannot be told from a replay and are
+# stored but not evaluated. Far wider than the future tolerance (ingest.max_future_s
+# <= 600 s, default 60 s): a forged future reading cannot make a reading with an
+# honest clock this old, so no honest alarm is ever skipped (docs/rules.md, "Time").
 DUPLICATE_WINDOW = timedelta(minutes=10)
 
 
@@ -152,10 +153,10 @@ class RuleEngine:
         result = Evaluation()
         absence = self._absence_rules()
         for reading in readings:
-            if self._redelivered(reading):
-                continue
             if absence:
                 self._back_online(absence, reading, context, result)
+            if self._replayed(reading):
+                continue
             rules = self._rules_for(reading.kind)
             if not rules:
                 self._seen(reading)
@@ -399,15 +400,17 @@ class RuleEngine:
             horizon = newest - DUPLICATE_WINDOW
             recent.difference_update([k for k in recent if k[0] <= horizon])
 
-    def _redelivered(self, reading: Reading) -> bool:
-        """The same (device, ts, seq) as a reading already evaluated: a redelivery.
+    def _replayed(self, reading: Reading) -> bool:
+        """A redelivery (the key of a reading already evaluated), or a reading more than
+        DUPLICATE_WINDOW behind the device's newest device time (no telling it from one).
 
-        Decided only within DUPLICATE_WINDOW of the device's newest device time,
-        exactly what a restart restores, so restarts change nothing.
+        Decided on what a restart restores exactly, so restarts change nothing.
         """
         newest = self._newest_ts.get(reading.device_id)
-        if newest is None or reading.ts > newest or reading.ts <= newest - DUPLICATE_WINDOW:
+        if newest is None or reading.ts > newest:
             return False
+        if reading.ts <= newest - DUPLICATE_WINDOW:
+            return True
         recent = self._recent.get(reading.device_id)
         return recent is not None and (reading.ts, reading.seq) in recent
 
