@@ -88,7 +88,7 @@ class AlertPipeline:
         return self._work(evaluation)
 
     def _work(self, evaluation: Evaluation) -> AlertWork | None:
-        if not evaluation.effects and not evaluation.changed:
+        if not evaluation.effects and not evaluation.changed and not evaluation.recurring:
             return None
         work = AlertWork(evaluation, self._last)
         self._last = work.done

@@ -655,3 +655,17 @@ def test_no_forged_readings_clear_an_alert_while_the_detector_keeps_alarming(
     timeline = Timeline()
     timeline.feed_readings(merged, batch=4)
     assert _smoke_opens_and_clears(timeline) == [Outcome.FIRED]
+
+
+def test_a_condition_holding_again_after_the_clear_marks_it_recurring() -> None:
+    """Not yet for for_s, so no reopen; but telemetry must not verify that clear."""
+    timeline = Timeline()
+    timeline.feed(
+        [*every(60, 0, 660, "FL-1", blocked=True), *every(60, 720, 840, "FL-1", blocked=False)]
+    )
+    assert [o for _, o in timeline.alerts("fire_lane_blocked")][-1] is Outcome.CLEARED
+    evaluation = timeline.engine.evaluate(
+        [reading(900, "FL-1", {"blocked": True})], lambda d: EMPTY
+    )
+    key = ("fire_lane_blocked", subject_of("FL-1"))
+    assert evaluation.effects == [] and evaluation.recurring == {key: T0 + timedelta(seconds=900)}
