@@ -170,7 +170,9 @@ class IngestConfig(_Section):
     capacity: Annotated[int, Field(ge=1)] = 20_000
     writers: Annotated[int, Field(ge=1, le=16)] = 2
     max_payload_bytes: Annotated[int, Field(ge=64)] = 16_384
-    max_future_s: Seconds = 300.0
+    # At most rules' DUPLICATE_WINDOW (600 s): a forged future reading must not push the
+    # device's redelivered readings out of the engine's memory (docs/rules.md, "Time").
+    max_future_s: Annotated[float, Field(gt=0, le=600)] = 60.0
     max_past_days: Seconds = 30.0
     retry_initial_s: Seconds = 0.5
     retry_max_s: Seconds = 10.0
@@ -194,6 +196,7 @@ class RulesConfig(_Section):
     state_horizon_days: Annotated[float, Field(gt=0)] = 7.0
     absence_check_s: Seconds = 15.0
     registry_check_s: Seconds = 3600.0
+    clock: Literal["receive", "device"] = "receive"
 
 
 WEBHOOK_SECRET_MIN = 32

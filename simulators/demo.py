@@ -199,6 +199,7 @@ def start_daemon(args: argparse.Namespace, log: Path, rules: Path) -> Daemon:
         "SENSORD_MQTT__PORT": str(args.mqtt_port),
         "SENSORD_DATABASE__DSN": args.dsn,
         "SENSORD_RULES__DIRECTORY": str(rules),
+        "SENSORD_RULES__CLOCK": "device",  # the fleet runs --speedup times faster than the wall
     }
     daemon = Daemon(env, log, metrics_port=args.metrics_port, inherit_sensord_env=True)
     try:

@@ -10,9 +10,9 @@ publishes, writes the truth file.
 
 Simulated time: ``ts = clock.start + at_s`` where ``at_s`` runs ``speedup``
 times faster than wall time from ``clock.wall0``. sensord refuses ``ts``
-more than 300 s ahead of receipt or 30 days behind it (``clock_skew``), so a
-clock is only accepted if every ``ts`` of the run stays at most
-:data:`MAX_AHEAD_S` ahead of the wall time it is due at and at most
+more than ``ingest.max_future_s`` (60 s) ahead of receipt or 30 days behind
+it (``clock_skew``), so a clock is only accepted if every ``ts`` of the run
+stays at most :data:`MAX_AHEAD_S` ahead of the wall time it is due at and at most
 :data:`MAX_BEHIND` behind it. ``--start auto`` (the default) back-dates the
 start so that the simulated end coincides with the wall-clock end.
 """
@@ -61,7 +61,7 @@ from simulators.scenarios import (
 )
 
 PREFIX = "sensord/v1"
-MAX_AHEAD_S = 240.0  # sensord allows 300 s; a minute of margin for clock differences
+MAX_AHEAD_S = 30.0  # sensord allows 60 s (ingest.max_future_s); margin for clock differences
 MAX_BEHIND = timedelta(days=29)  # sensord allows 30 days
 DEFAULT_HEARTBEAT_S = {"smoke": 3600, "ebike": 300, "elevator": 60, "fire_lane": 600}
 TRUTH_VERSION = 1
@@ -137,7 +137,7 @@ def check_clock(clock: Clock, duration_s: float) -> None:
         if ahead > MAX_AHEAD_S + _EPS:
             raise ScheduleError(
                 f"simulated time would run {ahead:.0f} s ahead of the wall clock "
-                f"(sensord dead-letters ts > 300 s ahead as clock_skew): use --start auto, "
+                f"(sensord dead-letters ts > 60 s ahead as clock_skew): use --start auto, "
                 f"an earlier --start, or a shorter --duration"
             )
         if -ahead > MAX_BEHIND.total_seconds() + _EPS:

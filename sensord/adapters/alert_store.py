@@ -3,7 +3,11 @@
 One transaction holds a batch's readings, the alert changes they caused and
 the rule states they moved, so after a crash the three agree: what the broker
 redelivers is a duplicate of stored readings, and the engine (whose per-device
-`last_ts` is restored from the readings table) ignores it.
+recent readings are restored from the readings table) ignores it.
+
+Times: ``first_seen``/``last_seen`` are device time (display); ``cleared_at``
+and ``recurred_at`` are server receive times, the clock telemetry verification
+holds on (docs/rules.md, "Time").
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ from datetime import datetime, timedelta
 
 from psycopg import AsyncCursor
 
-from sensord.core.rules.engine import Effect, Evaluation, Key
+from sensord.core.rules.engine import DUPLICATE_WINDOW, Effect, Evaluation, Key
 from sensord.core.rules.state import Outcome, Phase, RuleState
 
 _OPEN = "state <> 'cleared'"
@@ -34,6 +38,14 @@ async def apply_evaluation(cur: AsyncCursor[tuple[object, ...]], evaluation: Eva
             )
         elif effect.outcome is Outcome.CLEARED:
             await _clear(cur, effect)
+    for (rule, subject), at in evaluation.recurring.items():
+        # The newest cleared alert of the pair: its clear is contradicted.
+        await cur.execute(
+            "UPDATE alerts SET recurred_at = greatest(recurred_at, %s), updated_at = now()"
+            " WHERE id = (SELECT id FROM alerts WHERE rule = %s AND subject = %s"
+            " AND state = 'cleared' ORDER BY cleared_at DESC LIMIT 1)",
+            (at, rule, subject),
+        )
     if evaluation.changed:
         await _save_states(cur, evaluation.changed.items())
     return opened
@@ -68,6 +80,7 @@ async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
             "UPDATE alerts SET state = 'firing', cleared_at = NULL, clear_reason = NULL,"
             " acknowledged_at = NULL, acknowledged_by = NULL, silenced_by = %s,"
             " count = count + 1, last_seen = %s, severity = %s, updated_at = now(),"
+            " clear_device_id = NULL, clear_ts = NULL, clear_seq = NULL, recurred_at = NULL,"
             " episode = episode + 1"  # a new firing episode: the dispatcher reopens its order
             " WHERE id = (SELECT id FROM alerts WHERE rule = %s AND subject = %s"
             " AND state = 'cleared' AND cleared_at >= %s ORDER BY cleared_at DESC LIMIT 1)"
@@ -78,7 +91,7 @@ async def _open(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int:
                 effect.severity,
                 rule.name,
                 effect.subject,
-                effect.ts - timedelta(seconds=rule.cooldown_s),
+                effect.at - timedelta(seconds=rule.cooldown_s),  # cleared_at: server time
             ),
         )
         row = await cur.fetchone()
@@ -140,10 +153,21 @@ async def _silence(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> int 
 
 
 async def _clear(cur: AsyncCursor[tuple[object, ...]], effect: Effect) -> None:
+    # The clearing reading (device, ts, seq) is the evidence telemetry verification
+    # requires; a clear no reading caused (the registry's) names none.
+    by_reading = effect.seq is not None
     await cur.execute(
         "UPDATE alerts SET state = 'cleared', cleared_at = %s, clear_reason = 'condition cleared',"
+        " clear_device_id = %s, clear_ts = %s, clear_seq = %s, recurred_at = NULL,"
         f" updated_at = now() WHERE rule = %s AND subject = %s AND {_OPEN} RETURNING id",
-        (effect.ts, effect.rule.name, effect.subject),
+        (
+            effect.at,
+            effect.device_id if by_reading else None,
+            effect.ts if by_reading else None,
+            effect.seq,
+            effect.rule.name,
+            effect.subject,
+        ),
     )
     row = await cur.fetchone()
     if row is not None:
@@ -210,8 +234,8 @@ async def load_states(cur: AsyncCursor[tuple[object, ...]]) -> dict[Key, RuleSta
 async def load_last_seen(
     cur: AsyncCursor[tuple[object, ...]], horizon: timedelta
 ) -> tuple[dict[tuple[str, str], datetime], dict[str, datetime]]:
-    """Per device within ``horizon``: the newest device time stored (the engine's replay
-    guard) and the last time sensord received something (absence rules)."""
+    """Per device within ``horizon``: the newest device time stored (what is late news)
+    and the last time sensord received something (absence rules)."""
     await cur.execute(
         "SELECT device_id, kind, max(ts), max(received_at) FROM readings"
         " WHERE ts > now() - %s GROUP BY device_id, kind",
@@ -240,3 +264,18 @@ async def load_count_history(
         (str(c), str(d), None if a is None else str(a), t)  # type: ignore[misc]
         for c, d, a, t in await cur.fetchall()
     ]
+
+
+async def load_recent(
+    cur: AsyncCursor[tuple[object, ...]], horizon: timedelta
+) -> list[tuple[str, datetime, int]]:
+    """(device, ts, seq) of the readings within DUPLICATE_WINDOW of each device's newest
+    device time: what the engine recognises as a redelivery."""
+    await cur.execute(
+        "WITH newest AS (SELECT device_id, max(ts) AS ts FROM readings"
+        " WHERE ts > now() - %s GROUP BY device_id)"
+        " SELECT r.device_id, r.ts, r.seq FROM newest n JOIN readings r"
+        " ON r.device_id = n.device_id AND r.ts > n.ts - %s AND r.ts <= n.ts",
+        (horizon, DUPLICATE_WINDOW),
+    )
+    return [(str(d), t, int(str(s))) for d, t, s in await cur.fetchall()]  # type: ignore[misc]

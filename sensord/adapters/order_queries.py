@@ -146,13 +146,18 @@ async def claim_verifiable_orders(
     cur: AsyncCursor[Any], now: datetime, limit: int
 ) -> list[OrderRow]:
     """Resolved orders whose sensor is back to normal: the alert cleared by its rule (not
-    by hand), at least ``verify_hold_s`` before ``now``, and not fired since."""
+    by hand) on a stored reading of the alert's own device, received at least
+    ``verify_hold_s`` before ``now`` (server time), not fired since and with no reading
+    meeting the rule's condition since (``recurred_at``)."""
     return await fetch_orders(
         cur,
         "state = 'resolved' AND EXISTS (SELECT 1 FROM alerts a WHERE a.id = alert_id"
         " AND a.state = 'cleared' AND a.clear_reason = 'condition cleared'"
         " AND a.episode = alert_episode"
-        " AND a.cleared_at <= %s - make_interval(secs => verify_hold_s))"
+        " AND a.cleared_at <= %s - make_interval(secs => verify_hold_s)"
+        " AND a.recurred_at IS NULL AND a.clear_device_id = a.device_id"
+        " AND EXISTS (SELECT 1 FROM readings r WHERE r.device_id = a.clear_device_id"
+        " AND r.ts = a.clear_ts AND r.seq = a.clear_seq))"
         " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
         (now, limit),
     )

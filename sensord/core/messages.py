@@ -188,7 +188,7 @@ class DecodeLimits:
     """Bounds a message must respect to be stored."""
 
     max_payload_bytes: int = 16_384
-    max_future: timedelta = timedelta(minutes=5)
+    max_future: timedelta = timedelta(seconds=60)  # ingest.max_future_s
     max_past: timedelta = timedelta(days=30)
 
 

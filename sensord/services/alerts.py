@@ -29,6 +29,7 @@ from sensord.adapters.alert_store import (
     apply_evaluation,
     load_count_history,
     load_last_seen,
+    load_recent,
     load_states,
 )
 from sensord.adapters.database import ReadingStore
@@ -128,7 +129,7 @@ class AlertPipeline:
         return self._work(evaluation)
 
     def _work(self, evaluation: Evaluation) -> AlertWork | None:
-        if not evaluation.effects and not evaluation.changed:
+        if not evaluation.effects and not evaluation.changed and not evaluation.recurring:
             return None
         work = AlertWork(evaluation, self._last)
         self._last = work.done
@@ -180,6 +181,7 @@ async def build_pipeline(
     async with pool.connection() as conn, conn.cursor() as cur:
         states = await load_states(cur)
         last_ts, last_received = await load_last_seen(cur, horizon)
+        recent = await load_recent(cur, horizon)
         history = await load_count_history(cur, counted, timedelta(seconds=longest))
     log.info("rules loaded", extra={"rules": len(rules.rules), "states": len(states)})
     engine = RuleEngine(
@@ -189,7 +191,14 @@ async def build_pipeline(
         started_at=clock.now(),
         last_received=last_received,
         history=history,
+        recent=recent,
+        device_clock=settings.rules.clock == "device",
     )
+    if settings.rules.clock == "device":
+        log.warning(
+            "rules.clock = device: rule windows run on device time, which a device can set;"
+            " for accelerated simulations only"
+        )
     return AlertPipeline(engine, snapshot_context_fields(directory), metrics)
 
 

@@ -78,7 +78,7 @@ def devices(db: psycopg.Connection) -> Callable[[int, str], list[SimDevice]]:
 def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callable[..., Daemon]]:
     """Factory of daemons on the private broker and the test database; all stopped at the end.
 
-    Each runs as the runtime login (least privilege, migrations/0006) on whatever database
+    Each runs as the runtime login (least privilege, migrations/0007) on whatever database
     it is given; ``as_owner`` (or a SENSORD_DATABASE__PASSWORD override) keeps the login given.
     """
     started: list[Daemon] = []
@@ -92,6 +92,9 @@ def daemon(tmp_path: Path, broker: Broker, database_dsn: str) -> Iterator[Callab
             "SENSORD_INGEST__RETRY_MAX_S": "1",
             "SENSORD_MQTT__RECONNECT_MAX_S": "1",
             "SENSORD_LOG__FORMAT": "text",
+            # The fleet simulator runs device time faster than the wall clock (--speedup);
+            # tests of the receive-time windows override this with "receive".
+            "SENSORD_RULES__CLOCK": "device",
         }
         env.update(overrides)
         # A test that sets the password itself says which login it means.

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import psycopg
@@ -189,3 +189,46 @@ def test_a_silent_device_goes_offline_and_its_next_message_clears_it(
             "SELECT count(*) FROM alerts WHERE device_id = %s AND state = 'cleared'", (back,)
         ).fetchone()
     assert cleared == (1,)
+
+
+def test_a_forged_future_reading_does_not_delay_the_real_alarm(
+    broker: Broker, daemon: Callable[..., Daemon], demo_district: tuple[str, Path]
+) -> None:
+    """Issue 11's attack, end to end: one reading dated 50 s ahead (inside the tolerance),
+    then the detector's real alarm. The alert fires within a second of the alarm's receipt,
+    on the rules' default receive-time clock."""
+    dsn, _ = demo_district
+    sensord = daemon(SENSORD_DATABASE__DSN=dsn, SENSORD_RULES__CLOCK="receive")
+    sensord.start()
+    with psycopg.connect(dsn, autocommit=True) as db:
+        row = db.execute(
+            "SELECT device_id, street FROM devices WHERE kind = 'smoke' ORDER BY device_id LIMIT 1"
+        ).fetchone()
+        assert row is not None
+        device, street = row
+        topic = f"sensord/v1/{street}/smoke/{device}"
+
+        def stored() -> int:
+            found = db.execute(
+                "SELECT count(*) FROM readings WHERE device_id = %s", (device,)
+            ).fetchone()
+            return found[0] if found else 0
+
+        now = datetime.now(UTC)
+        forged = {"ts": (now + timedelta(seconds=50)).isoformat(), "seq": 900_000}
+        with Publisher(port=broker.port) as publisher:
+            publisher.publish([(topic, json.dumps({**forged, "smoke": False}).encode())])
+            wait_until(lambda: stored() == 1, 10, "the forged reading to be stored")
+            real = {"ts": datetime.now(UTC).isoformat(), "seq": 1, "smoke": True}
+            publisher.publish([(topic, json.dumps({**real, "obscuration": 14.0}).encode())])
+        wait_until(lambda: stored() == 2, 10, "the real alarm to be stored")
+        fired = db.execute(
+            "SELECT e.at - r.received_at FROM alerts a"
+            " JOIN alert_events e ON e.alert_id = a.id AND e.event = 'fired'"
+            " JOIN readings r ON r.device_id = a.device_id AND r.seq = 1"
+            " WHERE a.device_id = %s AND a.rule = 'smoke_alarm' AND a.state = 'firing'",
+            (device,),
+        ).fetchall()
+    # Committed with the reading that raised it (same transaction), so no wait is needed.
+    assert len(fired) == 1
+    assert timedelta(0) <= fired[0][0] < timedelta(seconds=1)

@@ -209,22 +209,48 @@ def test_every_deadline_climbs_one_level_until_the_top(demo_district: tuple[str,
     run(demo_district, scenario)
 
 
+async def resolved(h: Harness, device_id: str) -> OrderRow:
+    """A dispatched order of the device, acknowledged, attended and resolved."""
+    order = await dispatched(h, device_id)
+    async with h.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+        for event in (Event.ACK, Event.ARRIVE, Event.RESOLVE):
+            await act(
+                cur, order.id, event, by="S-00033", role="property_staff", note="",
+                now=h.clock.now(), outlets=Outlets("sensord/v1"), changes=Changes(),
+            )  # fmt: skip
+    return order
+
+
+def clear_by_reading(
+    h: Harness,
+    alert_id: int,
+    device_id: str,
+    at: datetime,
+    ts: datetime | None = None,
+    seq: int = 7,
+) -> None:
+    """What the rule's clear writes: a stored reading of ``device_id`` (device time ``ts``,
+    received ``at``) clears the alert."""
+    ts = at if ts is None else ts
+    with psycopg.connect(h.dsn, autocommit=True) as db:
+        db.execute(
+            "INSERT INTO readings (ts, received_at, device_id, kind, seq, smoke)"
+            " SELECT %s, %s, device_id, kind, %s, false FROM devices WHERE device_id = %s",
+            (ts, at, seq, device_id),
+        )
+        db.execute(
+            "UPDATE alerts SET state = 'cleared', clear_reason = 'condition cleared',"
+            " cleared_at = %s, clear_device_id = %s, clear_ts = %s, clear_seq = %s WHERE id = %s",
+            (at, device_id, ts, seq, alert_id),
+        )
+
+
 def test_telemetry_verifies_only_after_the_hold(demo_district: tuple[str, Path]) -> None:
     async def scenario(h: Harness) -> None:
-        order = await dispatched(h, DEVICES[0])
-        async with h.pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
-            for event in (Event.ACK, Event.ARRIVE, Event.RESOLVE):
-                await act(
-                    cur, order.id, event, by="S-00033", role="property_staff", note="",
-                    now=h.clock.now(), outlets=Outlets("sensord/v1"), changes=Changes(),
-                )  # fmt: skip
+        order = await resolved(h, DEVICES[0])
         cleared_at = h.clock.now()
-        with psycopg.connect(h.dsn, autocommit=True) as db:
-            db.execute(
-                "UPDATE alerts SET state = 'cleared', clear_reason = 'condition cleared',"
-                " cleared_at = %s WHERE id = %s",
-                (cleared_at, order.alert_id),
-            )
+        # Device time an hour behind: the hold runs on the receive time all the same.
+        clear_by_reading(h, order.alert_id, DEVICES[0], cleared_at, cleared_at - timedelta(hours=1))
         hold = timedelta(seconds=order.verify_hold_s)
         h.clock.set(cleared_at + hold - timedelta(milliseconds=1))
         await h.dispatcher.step()
@@ -233,6 +259,29 @@ def test_telemetry_verifies_only_after_the_hold(demo_district: tuple[str, Path])
         await h.dispatcher.step()
         assert (await h.order_of(DEVICES[0])).state == "closed"
         assert h.events(order.id)[-2:] == ["verify", "close"]
+
+    run(demo_district, scenario)
+
+
+def test_telemetry_does_not_verify_a_clear_from_another_device_or_one_contradicted_since(
+    demo_district: tuple[str, Path],
+) -> None:
+    async def scenario(h: Harness) -> None:
+        other = await resolved(h, DEVICES[0])
+        contradicted = await resolved(h, DEVICES[1])
+        cleared_at = h.clock.now()
+        clear_by_reading(h, other.alert_id, DEVICES[1], cleared_at)  # not the alert's device
+        clear_by_reading(h, contradicted.alert_id, DEVICES[1], cleared_at, seq=8)
+        with psycopg.connect(h.dsn, autocommit=True) as db:
+            # The rule saw its condition again after the clear (engine: recurring).
+            db.execute(
+                "UPDATE alerts SET recurred_at = %s WHERE id = %s",
+                (cleared_at + timedelta(seconds=1), contradicted.alert_id),
+            )
+        h.clock.set(cleared_at + timedelta(seconds=other.verify_hold_s + 3600))
+        await h.dispatcher.step()
+        assert (await h.order_of(DEVICES[0])).state == "resolved"
+        assert (await h.order_of(DEVICES[1])).state == "resolved"
 
     run(demo_district, scenario)
 

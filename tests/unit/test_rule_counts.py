@@ -19,17 +19,26 @@ def place(device_id: str) -> dict[str, object]:
 
 
 def charging(device_id: str, start: datetime, minutes: int) -> list[Reading]:
-    """A charging episode long enough to fire (2 min) and to clear afterwards (5 min)."""
+    """A charging episode long enough to fire (2 min) and to clear afterwards (5 min).
+
+    Received as sent: the rule windows run on receive time.
+    """
     on = [
         Reading(
-            start + timedelta(minutes=m), start, device_id, "ebike", m, charging=True, power_w=300.0
+            start + timedelta(minutes=m),
+            start + timedelta(minutes=m),
+            device_id,
+            "ebike",
+            m,
+            charging=True,
+            power_w=300.0,
         )
         for m in range(minutes)
     ]
     off = [
         Reading(
             start + timedelta(minutes=minutes + m),
-            start,
+            start + timedelta(minutes=minutes + m),
             device_id,
             "ebike",
             minutes + m,

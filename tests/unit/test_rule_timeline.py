@@ -26,7 +26,7 @@ from hypothesis import strategies as st
 from sensord.adapters.alert_store import decode_state, encode_state
 from sensord.adapters.rule_files import load_rules
 from sensord.core.messages import Reading
-from sensord.core.rules.engine import Key, RuleEngine, subject_of
+from sensord.core.rules.engine import DUPLICATE_WINDOW, Key, RuleEngine, subject_of
 from sensord.core.rules.fields import EMPTY
 from sensord.core.rules.model import RuleSet
 from sensord.core.rules.state import Outcome
@@ -69,6 +69,8 @@ class Timeline:
     stored_states: dict[Key, str] = field(default_factory=dict)  # rule_state.state (jsonb)
     # max(ts) of the stored readings per (device, kind), as load_last_seen reads it
     stored_last_ts: dict[tuple[str, str], datetime] = field(default_factory=dict)
+    # the readings table's duplicate key (device_id, ts, seq) of every stored reading
+    stored_keys: set[tuple[str, datetime, int]] = field(default_factory=set)
     engine: RuleEngine = field(init=False)
 
     def __post_init__(self) -> None:
@@ -89,6 +91,7 @@ class Timeline:
                 last = self.stored_last_ts.get((r.device_id, r.kind))
                 newest = r.ts if last is None else max(last, r.ts)
                 self.stored_last_ts[(r.device_id, r.kind)] = newest
+                self.stored_keys.add((r.device_id, r.ts, r.seq))
             for key, state in evaluation.changed.items():
                 self.stored_states[key] = json.dumps(encode_state(state))
             made += [
@@ -101,7 +104,16 @@ class Timeline:
     def restart(self) -> None:
         """A new engine from what the database holds, as the daemon builds it on start."""
         states = {key: decode_state(json.loads(text)) for key, text in self.stored_states.items()}
-        self.engine = RuleEngine(self.rules, states, dict(self.stored_last_ts))
+        newest: dict[str, datetime] = {}
+        for (device, _kind), ts in self.stored_last_ts.items():
+            newest[device] = max(ts, newest.get(device, ts))
+        # alert_store.load_recent: the keys within DUPLICATE_WINDOW of each device's newest
+        recent = [
+            (device, ts, seq)
+            for device, ts, seq in self.stored_keys
+            if newest[device] - DUPLICATE_WINDOW < ts <= newest[device]
+        ]
+        self.engine = RuleEngine(self.rules, states, dict(self.stored_last_ts), recent=recent)
 
     def alerts(self, rule: str, subject: str | None = None) -> list[tuple[float, Outcome]]:
         """Opens and clears of one rule (``updated`` left out), in order."""
@@ -478,3 +490,182 @@ def test_restarts_change_nothing_even_with_late_readings(
     assert [(c.t, c.outcome, c.rule, c.subject, c.severity) for c in restarted.changes] == [
         (c.t, c.outcome, c.rule, c.subject, c.severity) for c in straight.changes
     ]
+
+
+# --- device clocks (issue 11): windows on receive time, late readings only raise ---------
+
+TOLERANCE = 60.0  # ingest.max_future_s: a reading's ts is at most this far ahead of receipt
+
+
+def arrived(
+    r: float, device: str, fields: Mapping[str, Any], ahead: float = 0.0, seq: int | None = None
+) -> Reading:
+    """A reading received at T0 + r whose device time is ``ahead`` seconds off receipt."""
+    kind = KIND_OF[device.split("-", maxsplit=1)[0]]
+    ts = T0 + timedelta(seconds=r + ahead)
+    number = int(r * 1000) if seq is None else seq
+    return Reading(ts, T0 + timedelta(seconds=r), device, kind, number, **fields)
+
+
+QUIET = {"smoke": False, "obscuration": 0.3}
+SMOKE_ON = {"smoke": True, "obscuration": 14.0}
+
+
+def _smoke_opens_and_clears(timeline: Timeline) -> list[Outcome]:
+    return [o for _, o in timeline.alerts("smoke_alarm")]
+
+
+def test_a_forged_future_reading_hides_no_later_alarm() -> None:
+    """The attack: one reading 290 s ahead, then the real detector alarms; today's engine
+    dropped 17 real smoke readings as "not newer". Now the first real one fires."""
+    timeline = Timeline()
+    real = [arrived(r, "SMK-K", QUIET) for r in range(0, 100, 30)]
+    forged = [arrived(100, "SMK-K", QUIET, ahead=290, seq=999_999)]
+    fire = [arrived(r, "SMK-K", SMOKE_ON) for r in range(130, 650, 30)]
+    made = timeline.feed_readings([*real, *forged, *fire])
+    assert [(c.t, c.outcome) for c in made if c.outcome is not Outcome.UPDATED] == [
+        (130, Outcome.FIRED)
+    ]
+    state = timeline.engine.state(("smoke_alarm", subject_of("SMK-K")))
+    assert state is not None and state.fired_at == T0 + timedelta(seconds=130)  # receive time
+
+
+def test_forged_future_clears_every_two_minutes_do_not_clear_a_real_fire() -> None:
+    """The attack: future-dated ``smoke: false`` every 2 min during a real fire cleared it;
+    now every real smoke reading (late news or not) starts the quiet period over."""
+    timeline = Timeline()
+    fire = [arrived(r, "SMK-K", SMOKE_ON) for r in range(0, 1800, 30)]
+    forged = [
+        arrived(r, "SMK-K", {"smoke": False, "obscuration": 0.0}, ahead=TOLERANCE, seq=10**6 + r)
+        for r in range(15, 1800, 120)
+    ]
+    stream = sorted([*fire, *forged], key=lambda reading: reading.received_at)
+    timeline.feed_readings(stream, batch=3)
+    assert _smoke_opens_and_clears(timeline) == [Outcome.FIRED]
+    # The fire goes out: two quiet minutes of receive time clear it as before.
+    timeline.feed_readings([arrived(r, "SMK-K", QUIET) for r in range(1800, 2000, 30)])
+    assert timeline.alerts("smoke_alarm")[-1] == (1920, Outcome.CLEARED)
+
+
+def test_a_late_clear_clears_nothing_and_a_late_alarm_still_fires() -> None:
+    timeline = Timeline()
+    timeline.feed_readings([arrived(0, "SMK-K", SMOKE_ON)])
+    # Device time an hour behind, received for three minutes: old news cannot clear.
+    timeline.feed_readings([arrived(r, "SMK-K", QUIET, ahead=-3600) for r in range(30, 400, 30)])
+    assert _smoke_opens_and_clears(timeline) == [Outcome.FIRED]
+    other = Timeline()
+    other.feed_readings([arrived(0, "SMK-J", QUIET, ahead=TOLERANCE)])
+    other.feed_readings([arrived(10, "SMK-J", SMOKE_ON, ahead=-300)])  # buffered, late
+    assert _smoke_opens_and_clears(other) == [Outcome.FIRED]
+
+
+def test_device_time_racing_ahead_shortens_no_window() -> None:
+    """fire_lane_blocked: blocked 10 min then clear 2 min, counted on receive time."""
+    timeline = Timeline()
+    # ts runs ten times faster than the server clock (a device with a broken RTC).
+    racing = [arrived(r, "FL-1", {"blocked": True}, ahead=9 * r) for r in range(0, 700, 6)]
+    timeline.feed_readings([r for r in racing if r.ts - r.received_at <= timedelta(seconds=60)])
+    assert timeline.alerts("fire_lane_blocked") == []
+    timeline = Timeline()
+    timeline.feed_readings([arrived(r, "FL-1", {"blocked": True}) for r in range(0, 660, 60)])
+    assert [o for _, o in timeline.alerts("fire_lane_blocked")] == [Outcome.FIRED]
+    # Clears 60 s ahead, then 119 s of receive time: not two minutes yet.
+    timeline.feed_readings(
+        [arrived(r, "FL-1", {"blocked": False}, ahead=TOLERANCE) for r in (700, 759, 819)]
+    )
+    assert [o for _, o in timeline.alerts("fire_lane_blocked")] == [Outcome.FIRED]
+    timeline.feed_readings([arrived(820, "FL-1", {"blocked": False}, ahead=TOLERANCE)])
+    assert [o for _, o in timeline.alerts("fire_lane_blocked")][-1] is Outcome.CLEARED
+
+
+def test_a_redelivery_is_recognised_by_its_key_not_its_device_time() -> None:
+    timeline = Timeline()
+    first = [
+        arrived(0, "SMK-K", SMOKE_ON),
+        *(arrived(r, "SMK-K", QUIET) for r in range(30, 400, 30)),
+    ]
+    timeline.feed_readings(first)
+    assert _smoke_opens_and_clears(timeline) == [Outcome.FIRED, Outcome.CLEARED]
+    # The broker redelivers the alarm 400 s later (same ts and seq, new receipt): nothing.
+    again = first[0]._replace(received_at=T0 + timedelta(seconds=400))
+    assert timeline.feed_readings([again]) == []
+    # A new alarm with an old ts is not a redelivery: it reopens.
+    late = first[0]._replace(received_at=T0 + timedelta(seconds=410), seq=123)
+    assert [c.outcome for c in timeline.feed_readings([late])] == [Outcome.REOPENED]
+
+
+SMOKE_FIELDS = [*FIELDS["smoke"], {"smoke": True}]
+
+
+@st.composite
+def one_device(draw: st.DrawFn) -> list[Reading]:
+    """One device's readings in receive order, each ts anywhere from a day behind receipt to
+    the tolerance ahead, any fields, seq from a small range (keys collide: redeliveries)."""
+    out: list[Reading] = []
+    r = 0.0
+    for _ in range(draw(st.integers(1, 60))):
+        r += draw(st.integers(1, 60))
+        ahead = draw(st.sampled_from([-86400.0, -600.0, -30.0, 0.0, 1.0, 30.0, TOLERANCE]))
+        kind = draw(st.sampled_from(["smoke", "smoke", "heartbeat"]))
+        fields = draw(st.sampled_from(SMOKE_FIELDS if kind == "smoke" else FIELDS["heartbeat"]))
+        ts = T0 + timedelta(seconds=r + ahead)
+        seq = draw(st.integers(0, 20))
+        out.append(Reading(ts, T0 + timedelta(seconds=r), "SMK-1", kind, seq, **fields))
+    return out
+
+
+@settings(deadline=None, max_examples=300)
+@given(readings=one_device(), batch=st.integers(1, 5))
+def test_no_readings_within_the_tolerance_make_the_engine_ignore_a_later_alarm(
+    readings: list[Reading], batch: int
+) -> None:
+    """After every batch holding an alarm reading not seen before (its key new; a repeated
+    key is a redelivery, which the database drops too) from a clock within the tolerance of
+    receipt, smoke_alarm is firing: the alarm was ignored for 0 s, less than the tolerance,
+    however the readings before it were dated (a day behind to the tolerance ahead).
+    Nothing after it in the batch can clear it: that takes two alarm-free minutes."""
+    timeline = Timeline()
+    seen: set[tuple[datetime, int]] = set()
+    key = ("smoke_alarm", subject_of("SMK-1"))
+    for start in range(0, len(readings), batch):
+        part = readings[start : start + batch]
+        timeline.feed_readings(part, batch=len(part))
+        alarmed = False
+        for r in part:
+            honest = abs(r.ts - r.received_at) <= timedelta(seconds=TOLERANCE)
+            new = (r.ts, r.seq) not in seen
+            alarmed |= r.kind == "smoke" and bool(r.smoke) and honest and new
+            seen.add((r.ts, r.seq))
+        if alarmed:
+            state = timeline.engine.state(key)
+            assert state is not None and state.phase.value == "firing", part
+
+
+@settings(deadline=None, max_examples=200)
+@given(readings=one_device())
+def test_no_forged_readings_clear_an_alert_while_the_detector_keeps_alarming(
+    readings: list[Reading],
+) -> None:
+    """The real detector alarms every 30 s for as long as the stream lasts; whatever the
+    other readings say and however they are dated, the alert opens once and never clears."""
+    end = max(r.received_at for r in readings)
+    span = int((end - T0).total_seconds())
+    real = [arrived(r, "SMK-1", SMOKE_ON, seq=10**7 + r) for r in range(0, span + 1, 30)]
+    merged = sorted([*real, *readings], key=lambda reading: reading.received_at)
+    timeline = Timeline()
+    timeline.feed_readings(merged, batch=4)
+    assert _smoke_opens_and_clears(timeline) == [Outcome.FIRED]
+
+
+def test_a_condition_holding_again_after_the_clear_marks_it_recurring() -> None:
+    """Not yet for for_s, so no reopen; but telemetry must not verify that clear."""
+    timeline = Timeline()
+    timeline.feed(
+        [*every(60, 0, 660, "FL-1", blocked=True), *every(60, 720, 840, "FL-1", blocked=False)]
+    )
+    assert [o for _, o in timeline.alerts("fire_lane_blocked")][-1] is Outcome.CLEARED
+    evaluation = timeline.engine.evaluate(
+        [reading(900, "FL-1", {"blocked": True})], lambda d: EMPTY
+    )
+    key = ("fire_lane_blocked", subject_of("FL-1"))
+    assert evaluation.effects == [] and evaluation.recurring == {key: T0 + timedelta(seconds=900)}

@@ -210,3 +210,33 @@ def test_never_two_open_alerts_and_hysteresis_holds(
             assert fields.get("obscuration") == 1.0  # only a clearing reading clears
         assert open_alerts in (0, 1)
         assert (state.phase is Phase.FIRING) == (open_alerts == 1)
+
+
+def test_a_late_reading_raises_but_never_lowers() -> None:
+    """Device time only tells old news from new: old news may alarm, never clear."""
+    r = rule(for_s=0, clear_for_s=0, cooldown_s=600)
+    fired, outcome = step(r, RuleState(), {"blocked": True}, T0, T0)
+    assert outcome is Outcome.FIRED
+    # Older device time, received later: a clear that cannot clear.
+    late = T0 - timedelta(seconds=30)
+    same, outcome = step(r, fired, {"blocked": False}, late, T0 + timedelta(seconds=300))
+    assert (same, outcome) == (fired, Outcome.NONE)
+    cleared, outcome = step(r, fired, {"blocked": False}, T0 + timedelta(seconds=1))
+    assert outcome is Outcome.CLEARED
+    # An alarm with older device time than the clear, received after it: reopens.
+    again, outcome = step(r, cleared, {"blocked": True}, late, T0 + timedelta(seconds=2))
+    assert (again.phase, outcome) == (Phase.FIRING, Outcome.REOPENED)
+
+
+def test_the_windows_run_on_receive_time() -> None:
+    r = rule(for_s=600)
+    state, _ = step(r, RuleState(), {"blocked": True}, T0, T0)
+    # Device time says ten minutes passed; the server says one.
+    state, outcome = step(
+        r, state, {"blocked": True}, T0 + timedelta(seconds=600), T0 + timedelta(seconds=60)
+    )
+    assert outcome is Outcome.NONE
+    state, outcome = step(
+        r, state, {"blocked": True}, T0 + timedelta(seconds=601), T0 + timedelta(seconds=600)
+    )
+    assert outcome is Outcome.FIRED and state.fired_at == T0 + timedelta(seconds=600)

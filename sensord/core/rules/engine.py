@@ -4,6 +4,10 @@ The engine holds every (rule, subject) state in memory and turns a batch of
 readings, in arrival order, into effects: alerts to fire, reopen, update or
 clear, and the states that changed (to persist in the same transaction as
 the readings, so a restart resumes exactly where the stored data left off).
+
+Every reading is evaluated in receive order except a redelivery (the same
+device, ``ts`` and ``seq`` as one already evaluated: the ``readings`` table's
+own duplicate key); device time never hides a reading (docs/rules.md, "Time").
 """
 
 from __future__ import annotations
@@ -20,6 +24,14 @@ from sensord.core.rules.state import Outcome, Phase, RuleState, step
 Key = tuple[str, str]  # (rule name, subject)
 _VALUE_COLUMNS = READING_COLUMNS[5:-1]
 
+# How far behind a device's newest device time a reading is still evaluated: within
+# it a redelivery is recognised by its key (restored after a restart,
+# alert_store.load_recent); older readings cannot be told from a replay and are
+# stored but not evaluated. Far wider than the future tolerance (ingest.max_future_s
+# <= 600 s, default 60 s): a forged future reading cannot make a reading with an
+# honest clock this old, so no honest alarm is ever skipped (docs/rules.md, "Time").
+DUPLICATE_WINDOW = timedelta(minutes=10)
+
 
 @dataclass(frozen=True, slots=True)
 class Effect:
@@ -30,8 +42,16 @@ class Effect:
     subject: str
     device_id: str
     address_id: str | None
-    ts: datetime
+    ts: datetime  # device time of the reading (first_seen, last_seen: display)
     severity: str
+    # Server time of the change: the reading's receipt, or the timer's now.
+    received_at: datetime | None = None
+    seq: int | None = None  # with device_id and ts: the reading that caused it, if one did
+
+    @property
+    def at(self) -> datetime:
+        """Server time of the change (cleared_at, the cooldown)."""
+        return self.ts if self.received_at is None else self.received_at
 
 
 @dataclass(slots=True)
@@ -40,6 +60,10 @@ class Evaluation:
 
     effects: list[Effect] = field(default_factory=list)
     changed: dict[Key, RuleState] = field(default_factory=dict)
+    # Pairs whose cleared alert saw its condition hold again (not yet long
+    # enough to reopen): the newest such receive time. Telemetry must not
+    # verify a clear contradicted like that.
+    recurring: dict[Key, datetime] = field(default_factory=dict)
 
 
 def firmware_version(fw: str) -> tuple[int, ...] | None:
@@ -67,8 +91,13 @@ class RuleEngine:
         started_at: datetime | None = None,
         last_received: Mapping[str, datetime] | None = None,
         history: Iterable[tuple[str, str, str | None, datetime]] = (),
+        recent: Iterable[tuple[str, datetime, int]] = (),
+        device_clock: bool = False,
     ) -> None:
         self._rules = rules
+        # The windows run on receive time; device time only for accelerated
+        # simulations (rules.clock = "device"), where ts runs faster than the server.
+        self._device_clock = device_clock
         self._by_kind: dict[str, tuple[Rule, ...]] = {}
         self._states: dict[Key, RuleState] = dict(states or {})
         # Per device: the newest device time already stored and evaluated. Used
@@ -76,6 +105,15 @@ class RuleEngine:
         # Keyed by (device, kind): a pair's guard is the newest of its rule's kinds, the
         # same whether the pair lives in memory or was restored after a restart.
         self._last_ts: dict[tuple[str, str], datetime] = dict(last_ts or {})
+        # Per device: (ts, seq) of the readings evaluated within DUPLICATE_WINDOW
+        # of its newest device time, to drop redeliveries (``recent`` restores it).
+        self._recent: dict[str, set[tuple[datetime, int]]] = {}
+        self._newest_ts: dict[str, datetime] = {}
+        for (device_id, _kind), ts in self._last_ts.items():
+            if (newest := self._newest_ts.get(device_id)) is None or ts > newest:
+                self._newest_ts[device_id] = ts
+        for device_id, ts, seq in recent:
+            self._recent.setdefault(device_id, set()).add((ts, seq))
         # Absence rules run on the server clock: when sensord last received
         # something from each device. A device not heard of since before the
         # start counts from the start, so a restart raises no storm of offline
@@ -117,6 +155,8 @@ class RuleEngine:
         for reading in readings:
             if absence:
                 self._back_online(absence, reading, context, result)
+            if self._replayed(reading):
+                continue
             rules = self._rules_for(reading.kind)
             if not rules:
                 self._seen(reading)
@@ -148,12 +188,20 @@ class RuleEngine:
             before = RuleState(last_ts=self._newest(reading.device_id, rule.kinds))
         elif before.last_ts is None:  # restored from the database, which keeps no last_ts
             before = replace(before, last_ts=self._newest(reading.device_id, rule.kinds))
-        after, outcome = step(rule, before, fields, reading.ts)
+        at = reading.ts if self._device_clock else reading.received_at
+        after, outcome = step(rule, before, fields, reading.ts, at)
         if after is before:
             return
         self._states[key] = after
         if _durable(before) != _durable(after):
             result.changed[key] = after
+        if (
+            after.phase is Phase.CLEARED
+            and after.pending_since is not None
+            and rule.when is not None
+            and rule.when.truth(fields) is True
+        ):
+            result.recurring[key] = reading.received_at
         if outcome is not Outcome.NONE:
             address = extra.get("address_id")
             result.effects.append(
@@ -165,6 +213,8 @@ class RuleEngine:
                     address if isinstance(address, str) else None,
                     reading.ts,
                     _severity(rule, fields),
+                    reading.received_at,
+                    reading.seq,
                 )
             )
 
@@ -212,7 +262,9 @@ class RuleEngine:
                 continue
             at = reading.received_at
             cleared = RuleState(Phase.CLEARED, None, None, state.fired_at, None, at)
-            self._record(result, rule, reading.device_id, cleared, Outcome.CLEARED, at, context)
+            self._record(
+                result, rule, reading.device_id, cleared, Outcome.CLEARED, at, context, reading
+            )
 
     def check_inspections(
         self,
@@ -262,8 +314,10 @@ class RuleEngine:
         outcome: Outcome,
         at: datetime,
         context: Callable[[str], Mapping[str, Any]],
+        reading: Reading | None = None,
     ) -> None:
-        """A timer- or registry-driven transition: keep the state, persist it, emit the effect."""
+        """A timer-, registry- or arrival-driven transition: keep the state, persist it,
+        emit the effect (naming ``reading`` when one caused it)."""
         key = (rule.name, subject_of(device_id))
         self._states[key] = result.changed[key] = state
         address = context(device_id).get("address_id")
@@ -274,8 +328,10 @@ class RuleEngine:
                 key[1],
                 device_id,
                 address if isinstance(address, str) else None,
-                at,
+                reading.ts if reading is not None else at,
                 rule.severity,
+                at,
+                reading.seq if reading is not None else None,
             )
         )
 
@@ -333,6 +389,30 @@ class RuleEngine:
         last = self._last_ts.get(key)
         if last is None or reading.ts > last:
             self._last_ts[key] = reading.ts
+        device = reading.device_id
+        newest = self._newest_ts.get(device)
+        if newest is None or reading.ts > newest:
+            newest = self._newest_ts[device] = reading.ts
+        recent = self._recent.setdefault(device, set())
+        if reading.ts > newest - DUPLICATE_WINDOW:
+            recent.add((reading.ts, reading.seq))
+        if len(recent) % 64 == 0:  # now and then, forget what fell out of the window
+            horizon = newest - DUPLICATE_WINDOW
+            recent.difference_update([k for k in recent if k[0] <= horizon])
+
+    def _replayed(self, reading: Reading) -> bool:
+        """A redelivery (the key of a reading already evaluated), or a reading more than
+        DUPLICATE_WINDOW behind the device's newest device time (no telling it from one).
+
+        Decided on what a restart restores exactly, so restarts change nothing.
+        """
+        newest = self._newest_ts.get(reading.device_id)
+        if newest is None or reading.ts > newest:
+            return False
+        if reading.ts <= newest - DUPLICATE_WINDOW:
+            return True
+        recent = self._recent.get(reading.device_id)
+        return recent is not None and (reading.ts, reading.seq) in recent
 
 
 def _count_subject(rule: Rule, device_id: str, address_id: str | None) -> str | None:
