@@ -1,5 +1,5 @@
 """Command line: ``sensord run | migrate | check-config | registry | rules | alerts | silence |
-orders | report``."""
+orders | report | credentials | broker``."""
 
 # One module per command group, each of the same shape: ``NAME``, ``register(subparsers)``
 # and ``run(settings, args) -> int``; what they share (the error -> exit-code mapping, the
@@ -15,7 +15,19 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from sensord import __version__, exits, logs
-from sensord.cli import alerts, config, daemon, migrate, orders, registry, report, rules, silence
+from sensord.cli import (
+    alerts,
+    broker,
+    config,
+    credentials,
+    daemon,
+    migrate,
+    orders,
+    registry,
+    report,
+    rules,
+    silence,
+)
 from sensord.config import Settings, load_settings
 from sensord.errors import ConfigError
 
@@ -41,6 +53,8 @@ GROUPS: tuple[CommandGroup, ...] = (
     silence,
     orders,
     report,
+    credentials,
+    broker,
 )
 
 

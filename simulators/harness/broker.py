@@ -45,6 +45,9 @@ class Broker:
     workdir: Path
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # A directory written by `sensord broker config`: authentication and the generated ACL
+    # instead of anonymous access (its snippet is included after the listener line).
+    auth_dir: Path | None = None
 
     @property
     def config_path(self) -> Path:
@@ -52,8 +55,13 @@ class Broker:
 
     def overrides(self) -> str:
         """The lines appended to the shipped config after the listener."""
+        access = (
+            f"include_dir {self.auth_dir}\n"
+            if self.auth_dir is not None
+            else "allow_anonymous true\n"
+        )
         return (
-            f"allow_anonymous true\n"
+            f"{access}"
             f"persistence true\npersistence_location {self.workdir}/\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
         )
