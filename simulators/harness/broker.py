@@ -46,8 +46,11 @@ class Broker:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     # A directory written by `sensord broker config`: authentication and the generated ACL
-    # instead of anonymous access (its snippet is included after the listener line).
+    # instead of anonymous access, client id = username on the listener.
     auth_dir: Path | None = None
+    # With auth_dir: the listener sensord connects to. Clients of ``port`` take their
+    # username as client id; this one keeps the client's own (sensord's two sessions).
+    sensord_port: int = field(default_factory=free_port)
 
     @property
     def config_path(self) -> Path:
@@ -56,6 +59,7 @@ class Broker:
     def overrides(self) -> str:
         """The lines appended to the shipped config after the listener."""
         access = (
+            f"use_username_as_clientid true\nlistener {self.sensord_port} 127.0.0.1\n"
             f"include_dir {self.auth_dir}\n"
             if self.auth_dir is not None
             else "allow_anonymous true\n"
@@ -163,9 +167,9 @@ def stop_broker(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def broker(port: int, tmpdir: str | Path | None = None, **settings: Any) -> Iterator[
-    subprocess.Popen[bytes]
-]:
+def broker(
+    port: int, tmpdir: str | Path | None = None, **settings: Any
+) -> Iterator[subprocess.Popen[bytes]]:
     own = tmpdir is None
     tdir = tempfile.mkdtemp(prefix="mqtt-bench-") if own else str(tmpdir)
     proc = start_broker(port, tdir, **settings)
@@ -180,4 +184,3 @@ def broker(port: int, tmpdir: str | Path | None = None, **settings: Any) -> Iter
 def broker_log(proc: subprocess.Popen[bytes], port: int) -> str:
     p = Path(proc.tmpdir, f"mosquitto-{port}.log")  # type: ignore[attr-defined]
     return p.read_text() if p.exists() else ""
-
