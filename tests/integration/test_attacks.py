@@ -25,7 +25,7 @@ from simulators.harness.listener import Listener
 from simulators.harness.mqtt_wire import RawClient
 from simulators.harness.processes import wait_until
 from simulators.protocol import SimDevice, reading
-from tests.support.orders import sensor_orders
+from tests.support.orders import REPLIES, reply_to, sensor_orders
 
 NOT_AUTHORISED = 0x87
 
@@ -42,6 +42,7 @@ class Secured:
     other: SimDevice  # the gateway's device
     property_org: str
     officer: str  # a duty officer of the ops centre
+    pm_staff: str  # a member of the property company's staff
 
     def client(self, user: str, client_id: str = "") -> RawClient:
         return RawClient(
@@ -94,8 +95,10 @@ def secured(
         "SELECT staff_id FROM staff JOIN organisations USING (org_id)"
         " WHERE org_type = 'ops_centre' ORDER BY 1 LIMIT 1",
     )
+    pm_staff = one(dsn, f"SELECT staff_id FROM staff WHERE org_id = '{property_org}' ORDER BY 1")
     secrets = dict(
         [
+            issue(capsys, "staff", pm_staff),
             issue(capsys, "sensord", "main"),
             issue(capsys, "device", detector_id),
             issue(capsys, "gateway", "gw1", "--devices", other_id),
@@ -126,6 +129,7 @@ def secured(
             SimDevice(other_id, "smoke", other_street),
             property_org,
             officer,
+            pm_staff,
         )
         sensord.stop()
     finally:
@@ -240,3 +244,77 @@ def test_sensord_client_id_cannot_be_taken_over(secured: Secured) -> None:
     log = (secured.broker.workdir / "mosquitto.log").read_text()
     assert "as gateway.gw1 (" in log  # the broker named the hijacker by its username
     assert "Client sensord.main already connected" not in log
+
+
+def fire_order(secured: Secured) -> dict[str, object]:
+    """The detector's real alarm, and the order it raised (owned by the property company)."""
+    device = secured.client(f"device.{secured.detector.device_id}")
+    try:
+        alarm = reading(secured.detector, 1, datetime.now(UTC), random.Random(4), smoke=True)
+        assert device.publish_acked(*alarm) == 0
+    finally:
+        device.disconnect()
+    wait_until(lambda: len(sensor_orders(secured.dsn)) == 1, 30, "the fire's order")
+    order = sensor_orders(secured.dsn)[0]
+    assert order["owner_org"] == secured.property_org
+    return order
+
+
+def send(secured: Secured, user: str, order: dict[str, object], segment: str, **body: str) -> int:
+    """Publish a command as ``user`` on ``…/events/<segment>``; the PUBACK's reason code."""
+    topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events/{segment}"
+    client = secured.client(user)
+    try:
+        return client.publish_acked(topic, json.dumps(body).encode())
+    finally:
+        client.disconnect()
+
+
+def test_commands_are_bound_to_the_sender(secured: Secured) -> None:
+    app = f"app.{secured.property_org}"
+    officer = f"staff.{secured.officer}"
+    order = fire_order(secured)
+    listener = Listener(
+        secured.broker.port,
+        REPLIES,
+        username=f"staff.{secured.pm_staff}",
+        password=secured.secrets[f"staff.{secured.pm_staff}"],
+    )
+    with listener:
+        # The app writes on the officer's segment: the broker refuses it.
+        assert send(secured, app, order, officer, event="verify", by=secured.officer) == 0x87
+        # On its own segment, as the officer: sensord refuses it, with a reason.
+        code = send(secured, app, order, app, event="verify", by=secured.officer, request_id="v1")
+        assert code == 0
+        reply = reply_to(listener, "v1")
+        assert reply["ok"] is False and reply["error"] == "unauthorised"
+        assert f"{secured.officer} is not staff of {secured.property_org}" in reply["message"]
+        # Cancelling the fire as the officer, then as its own staff: refused both times.
+        send(
+            secured, app, order, app, event="cancel", by=secured.officer, note="x", request_id="c1"
+        )
+        assert "is not staff of" in reply_to(listener, "c1")["message"]
+        send(
+            secured, app, order, app, event="cancel", by=secured.pm_staff, note="x", request_id="c2"
+        )
+        assert "only by the city-operations centre" in reply_to(listener, "c2")["message"]
+        # A member of staff speaks for nobody else.
+        send(secured, officer, order, officer, event="verify", by=secured.pm_staff, request_id="o1")
+        assert "`by` must be" in reply_to(listener, "o1")["message"]
+        # Legitimate: the app acknowledges as its own staff member.
+        send(secured, app, order, app, event="ack", by=secured.pm_staff, request_id="a1")
+        assert reply_to(listener, "a1")["ok"] is True
+    metrics = secured.sensord.metrics()
+    refusals = "sensord_order_command_refusals_total"
+    assert metrics[f'{refusals}{{reason="outside_app_org"}}'] == 2
+    assert metrics[f'{refusals}{{reason="safety_cancel"}}'] == 1
+    assert metrics[f'{refusals}{{reason="by_not_sender"}}'] == 1
+    with psycopg.connect(secured.dsn) as db:
+        trail = db.execute(
+            "SELECT event, actor FROM work_order_events WHERE order_id = %s ORDER BY id",
+            (order["id"],),
+        ).fetchall()
+        state = db.execute("SELECT state FROM work_orders WHERE id = %s", (order["id"],))
+        assert state.fetchone() == ("acknowledged",)
+    assert ("ack", secured.pm_staff) in trail
+    assert all(actor != secured.officer for _, actor in trail)
