@@ -3,7 +3,7 @@
 Each organisation listens on ``<prefix>/<street>/dispatch/<org_id>``; when an
 order is handed to it (dispatched, reopened or escalated to it as owner), one of
 its staff acknowledges, arrives and resolves it through the command topic
-``<prefix>/<street>/orders/<id>/events``, a few seconds apart. Orders of a
+``<prefix>/<street>/orders/<id>/events/staff.<by>``, a few seconds apart. Orders of a
 category in ``ignore`` are left unanswered by their first owner: they escalate,
 and the party they escalate to answers.
 """
@@ -104,7 +104,12 @@ class Responders:
                     ready.append(heapq.heappop(self._due))
             for _, order_id, event, order in ready:
                 body = {"event": event, "by": order["by"], "request_id": uuid.uuid4().hex}
-                topic = f"{self._prefix}/{order['street_id']}/orders/{order_id}/events"
+                # As the member of staff themselves: the topic's last segment is the sender,
+                # which the generated broker ACL binds to the connection's username.
+                topic = (
+                    f"{self._prefix}/{order['street_id']}/orders/{order_id}/events/"
+                    f"staff.{order['by']}"
+                )
                 self._client.publish(topic, json.dumps(body), qos=1)
                 self.sent.append((order_id, event, order["by"]))
             time.sleep(0.05)

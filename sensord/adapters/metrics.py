@@ -338,6 +338,15 @@ class Metrics:
         )
         for result in ("accepted", "rejected"):
             self.order_commands.labels(result)
+        self.order_command_refusals = Counter(
+            "sensord_order_command_refusals",
+            "Order commands refused for their actor (reason: by_not_sender, outside_app_org,"
+            " safety_cancel, unknown_staff).",
+            ["reason"],
+            registry=registry,
+        )
+        for reason in ("by_not_sender", "outside_app_org", "safety_cancel", "unknown_staff"):
+            self.order_command_refusals.labels(reason)
 
     def sample_ingest(self, received: Callable[[], float], in_flight: Callable[[], float]) -> None:
         """Where the scrape reads received_total and in_flight from."""

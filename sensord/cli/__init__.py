@@ -1,5 +1,5 @@
 """Command line: ``sensord run | migrate | check-config | registry | rules | alerts | silence |
-orders | report | audit``."""
+orders | report | audit | credentials | broker``."""
 
 # One module per command group, each of the same shape: ``NAME``, ``register(subparsers)``
 # and ``run(settings, args) -> int``; what they share (the error -> exit-code mapping, the
@@ -18,7 +18,9 @@ from sensord import __version__, exits, logs
 from sensord.cli import (
     alerts,
     audit,
+    broker,
     config,
+    credentials,
     daemon,
     migrate,
     orders,
@@ -53,6 +55,8 @@ GROUPS: tuple[CommandGroup, ...] = (
     orders,
     report,
     audit,
+    credentials,
+    broker,
 )
 
 

@@ -2,10 +2,11 @@
 
 ``act`` applies an event in the caller's transaction: a verification closes
 the order at once, a reopen dispatches it again at once. ``CommandHandler``
-serves ``<prefix>/<street>/orders/<id>/events``: it authorises the sender
-against the registry, applies the command and queues the reply in the outbox,
-and returns only after the commit — the broker's PUBACK follows, so a crash
-before it redelivers the command, which ``request_id`` makes harmless.
+serves ``<prefix>/<street>/orders/<id>/events/<principal>``: it checks ``by``
+against the authenticated principal (the topic segment the broker's ACL binds to the
+sender), authorises it against the registry and the order, applies the command and
+queues the reply in the outbox, and returns only after the commit — the broker's PUBACK
+follows, so a crash before it redelivers the command, which ``request_id`` makes harmless.
 
 The statements are named queries in the adapters; ``find_actor`` (the registry's
 staff lookup) is re-exported here for the CLI.
@@ -33,6 +34,7 @@ from sensord.core.orders.commands import (
     CommandRejected,
     CommandTopic,
     authorise,
+    check_sender,
     parse_command,
 )
 from sensord.core.orders.machine import Event, TransitionError
@@ -114,8 +116,9 @@ class CommandHandler:
                 if request_id and await request_seen(cur, where.order_id, request_id):
                     return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 actor = await find_actor(cur, command.by)
+                check_sender(where.principal, command.by, actor)
                 parties = {p["org_id"] for p in order.notified if p.get("org_id")}
-                authorise(event, actor, order.owner_org, parties)
+                authorise(event, actor, order.owner_org, parties, order.category)
                 assert actor is not None
                 updated = await advance(
                     cur, order, event, at=now, actor=actor.staff_id, role=actor.role,
@@ -139,12 +142,19 @@ class CommandHandler:
             )
             if isinstance(exc, CommandRejected) and not request_id:
                 request_id = exc.request_id
+            if isinstance(exc, CommandRejected) and exc.refusal:
+                self._metrics.order_command_refusals.labels(exc.refusal).inc()
             reply = {"ok": False, "error": code, "message": str(exc)}
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 await self._reply(cur, where, request_id, now, reply)
             log.warning(
                 "order command rejected",
-                extra={"order_id": where.order_id, "error": code, "reason": str(exc)},
+                extra={
+                    "order_id": where.order_id,
+                    "error": code,
+                    "reason": str(exc),
+                    "principal": where.principal,
+                },
             )
             return reply
 

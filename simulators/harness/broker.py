@@ -73,6 +73,12 @@ class Broker:
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
     tls: ListenerTls | None = None
+    # A directory written by `sensord broker config`: authentication and the generated ACL
+    # instead of anonymous access, client id = username on the listener.
+    auth_dir: Path | None = None
+    # With auth_dir: the listener sensord connects to. Clients of ``port`` take their
+    # username as client id; this one keeps the client's own (sensord's two sessions).
+    sensord_port: int = field(default_factory=free_port)
 
     @property
     def config_path(self) -> Path:
@@ -80,8 +86,14 @@ class Broker:
 
     def overrides(self) -> str:
         """The lines appended to the shipped config after the listener."""
+        access = (
+            f"use_username_as_clientid true\nlistener {self.sensord_port} 127.0.0.1\n"
+            f"include_dir {self.auth_dir}\n"
+            if self.auth_dir is not None
+            else "allow_anonymous true\n"
+        )
         return (
-            f"allow_anonymous true\n"
+            f"{access}"
             f"persistence true\npersistence_location {self.workdir}/\n"
             f"log_dest file {self.workdir}/mosquitto.log\n"
         )

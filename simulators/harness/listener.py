@@ -17,12 +17,16 @@ from paho.mqtt.enums import CallbackAPIVersion
 class Listener:
     """Subscribes to ``topics`` at QoS 1 and keeps every (topic, JSON payload) received."""
 
-    def __init__(self, port: int, *topics: str) -> None:
+    def __init__(
+        self, port: int, *topics: str, username: str | None = None, password: str | None = None
+    ) -> None:
         self._client = mqtt.Client(
             CallbackAPIVersion.VERSION2,
             client_id=f"listener-{uuid.uuid4().hex[:8]}",
             protocol=mqtt.MQTTv5,
         )
+        if username is not None:
+            self._client.username_pw_set(username, password)
         self._topics = topics
         self._port = port
         self._lock = threading.Lock()

@@ -97,19 +97,25 @@ def connect_packet(
     keepalive: int = 60,
     session_expiry: int = 0,
     receive_maximum: int | None = None,
+    username: str | None = None,
+    password: str | None = None,
 ) -> bytes:
     props = b""
     if session_expiry:
         props += b"\x11" + struct.pack("!I", session_expiry)
     if receive_maximum is not None:
         props += b"\x21" + struct.pack("!H", receive_maximum)
+    flags = (0x02 if clean_start else 0) | (0x80 if username is not None else 0)
+    flags |= 0x40 if password is not None else 0
     body = (
         _s(b"MQTT")
-        + bytes([5, 0x02 if clean_start else 0])
+        + bytes([5, flags])
         + struct.pack("!H", keepalive)
         + _vbi(len(props))
         + props
         + _s(client_id.encode())
+        + (_s(username.encode()) if username is not None else b"")
+        + (_s(password.encode()) if password is not None else b"")
     )
     return b"\x10" + _vbi(len(body)) + body
 
@@ -166,6 +172,8 @@ class RawClient:
         session_expiry: int = 0,
         receive_maximum: int | None = None,
         keepalive: int = 60,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         self.sock = socket.create_connection((host, port), timeout=10)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -178,6 +186,8 @@ class RawClient:
                 keepalive=keepalive,
                 session_expiry=session_expiry,
                 receive_maximum=receive_maximum,
+                username=username,
+                password=password,
             )
         )
         ptype, _, body = self.read_packet(10)
@@ -187,6 +197,7 @@ class RawClient:
         self.reason = body[1]
         self.connack_props = parse_props(body[2:]) if len(body) > 2 else {}
         if self.reason:
+            self.close()
             raise ConnectionError(f"CONNACK reason {self.reason:#x}")
 
     def next_mid(self) -> int:
@@ -245,6 +256,15 @@ class RawClient:
 
     def publish(self, topic: str, payload: bytes, qos: int = 1) -> None:
         self.sock.sendall(publish_packet(topic.encode(), payload, self.next_mid(), qos))
+
+    def publish_acked(self, topic: str, payload: bytes, timeout: float = 10) -> int:
+        """Publish at QoS 1 and return the PUBACK's reason code (0x87: not authorised)."""
+        mid = self.next_mid()
+        self.sock.sendall(publish_packet(topic.encode(), payload, mid, 1))
+        while True:
+            ptype, _, body = self.read_packet(timeout)
+            if ptype == PUBACK and int.from_bytes(body[:2], "big") == mid:
+                return body[2] if len(body) > 2 else 0
 
     def puback(self, mid: int, reason: int = 0) -> None:
         self.sock.sendall(puback_packet(mid, reason))

@@ -82,14 +82,17 @@ def command(
     by: str,
     *,
     with_request_id: bool = True,
+    principal: str = "",
     **extra: str,
 ) -> str:
-    """Publish a command on the order's topic; return its request id ("" without one)."""
+    """Publish a command on the order's topic as ``principal`` (default: ``staff.<by>``);
+    return its request id ("" without one)."""
     request_id = f"{event}-{random.getrandbits(32):08x}" if with_request_id else ""
     body = {"event": event, "by": by, **extra}
     if request_id:
         body["request_id"] = request_id
-    topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events"
+    sender = principal or f"staff.{by}"
+    topic = f"sensord/v1/{order['street_id']}/orders/{order['id']}/events/{sender}"
     with Publisher(port=port) as publisher:
         publisher.publish([(topic, json.dumps(body).encode())])
     return request_id

@@ -10,11 +10,13 @@ from hypothesis import strategies as st
 
 from sensord.core.orders.commands import (
     COMMAND_EVENTS,
+    SAFETY_CATEGORIES,
     Actor,
     Command,
     CommandRejected,
     CommandTopic,
     authorise,
+    check_sender,
     command_subscription,
     parse_command,
     parse_command_topic,
@@ -30,15 +32,23 @@ PREFIX = "city"
 
 
 def test_the_subscription_covers_every_street_and_order() -> None:
-    assert command_subscription(PREFIX) == "city/+/orders/+/events"
+    assert command_subscription(PREFIX) == "city/+/orders/+/events/+"
 
 
 @pytest.mark.parametrize(
     ("topic", "prefix", "expected"),
     [
-        ("city/s1/orders/42/events", "city", CommandTopic("s1", 42)),
-        ("a/b/Street_9-x/orders/007/events", "a/b", CommandTopic("Street_9-x", 7)),
-        ("city/s1/orders/999999999999999999/events", "city", CommandTopic("s1", 10**18 - 1)),
+        ("city/s1/orders/42/events/staff.S1", "city", CommandTopic("s1", 42, "staff.S1")),
+        (
+            "a/b/Street_9-x/orders/007/events/app.ORG-PM1",
+            "a/b",
+            CommandTopic("Street_9-x", 7, "app.ORG-PM1"),
+        ),
+        (
+            "city/s1/orders/999999999999999999/events/staff.x",
+            "city",
+            CommandTopic("s1", 10**18 - 1, "staff.x"),
+        ),
     ],
 )
 def test_a_command_topic_names_the_street_and_order(
@@ -55,6 +65,11 @@ def test_a_command_topic_names_the_street_and_order(
         "cityx/s1/orders/42/events",
         "city/s1/orders/42/replies",
         "city/s1/orders/42/events/more",
+        "city/s1/orders/42/events",  # the sender-less topic of before: gone
+        "city/s1/orders/42/events/device.SMK-1",  # devices and gateways never command
+        "city/s1/orders/42/events/sensord.main",
+        "city/s1/orders/42/events/staff.",
+        "city/s1/orders/42/events/staff.S1/x",
         "city/s1/orders/4x/events",
         "city/s1/orders/-1/events",
         "city/s1/orders//events",
@@ -75,12 +90,13 @@ def test_any_other_topic_is_not_a_command(topic: str) -> None:
 @given(
     street=st.text("abcXYZ019_-", min_size=1, max_size=64),
     order_id=st.integers(0, 10**18 - 1),
+    sender=st.sampled_from(["staff.S-1", "app.ORG-PM1", "staff.a.b"]),
 )
 def test_a_command_topic_round_trips_and_its_reply_topic_is_not_a_command(
-    street: str, order_id: int
+    street: str, order_id: int, sender: str
 ) -> None:
-    topic = f"{PREFIX}/{street}/orders/{order_id}/events"
-    assert parse_command_topic(topic, PREFIX) == CommandTopic(street, order_id)
+    topic = f"{PREFIX}/{street}/orders/{order_id}/events/{sender}"
+    assert parse_command_topic(topic, PREFIX) == CommandTopic(street, order_id, sender)
     assert parse_command_topic(reply_topic(PREFIX, street, order_id), PREFIX) is None
 
 
@@ -189,3 +205,64 @@ def test_someone_not_in_the_registry_may_do_nothing(event: Event) -> None:
     with pytest.raises(CommandRejected) as caught:
         authorise(event, None, "PM", {"RC"})
     assert caught.value.code == "unauthorised"
+
+
+# --- the authenticated sender (issue 11)
+
+staff_ids = st.from_regex(r"[A-Za-z0-9_.-]{1,64}", fullmatch=True)
+
+
+@given(staff_ids, staff_ids)
+def test_a_member_of_staff_speaks_only_for_themselves(sender: str, by: str) -> None:
+    actor = Actor(by, "PM", "property_company", "property_staff")
+    if sender == by:
+        check_sender(f"staff.{sender}", by, actor)
+        return
+    with pytest.raises(CommandRejected) as caught:
+        check_sender(f"staff.{sender}", by, actor)
+    assert (caught.value.code, caught.value.refusal) == ("unauthorised", "by_not_sender")
+
+
+@given(staff_ids, st.sampled_from(["PM", "OPS", "RC"]))
+def test_an_app_speaks_only_for_its_own_organisations_staff(app_org: str, staff_org: str) -> None:
+    actor = Actor("S-1", staff_org, "property_company", "property_staff")
+    if app_org == staff_org:
+        check_sender(f"app.{app_org}", "S-1", actor)
+        return
+    with pytest.raises(CommandRejected) as caught:
+        check_sender(f"app.{app_org}", "S-1", actor)
+    assert caught.value.refusal == "outside_app_org"
+    assert f"S-1 is not staff of {app_org}" in str(caught.value)
+
+
+def test_an_unknown_by_is_refused_and_named() -> None:
+    with pytest.raises(CommandRejected) as caught:
+        check_sender("app.PM", "S-ghost", None)
+    assert caught.value.refusal == "unknown_staff"
+
+
+@pytest.mark.parametrize("category", sorted(SAFETY_CATEGORIES))
+@pytest.mark.parametrize("who", list(ACTORS))
+def test_only_the_ops_centre_cancels_a_safety_order(category: str, who: str) -> None:
+    actor = ACTORS[who]
+    if actor.org_type == "ops_centre":
+        authorise(Event.CANCEL, actor, "PM", {"RC"}, category)
+        return
+    with pytest.raises(CommandRejected) as caught:
+        authorise(Event.CANCEL, actor, "PM", {"RC"}, category)
+    assert caught.value.code == "unauthorised"
+    if who in ALLOWED[Event.CANCEL]:
+        assert caught.value.refusal == "safety_cancel"
+
+
+def test_other_orders_are_cancelled_as_before() -> None:
+    authorise(Event.CANCEL, OWNER, "PM", set(), "fire_lane_blocked")
+    authorise(Event.ACK, OWNER, "PM", set(), "fire")
+
+
+def test_the_safety_categories_are_the_shipped_safety_rules() -> None:
+    from sensord.adapters.rule_files import load_rules
+    from sensord.paths import shipped
+
+    rules = load_rules(shipped("rules"))
+    assert {r.category for r in rules.rules if r.safety} == SAFETY_CATEGORIES

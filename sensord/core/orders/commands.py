@@ -1,13 +1,17 @@
-"""Inbound order commands (``<prefix>/<street>/orders/<order_id>/events``): parsing and
-authorisation (pure).
+"""Inbound order commands (``<prefix>/<street>/orders/<order_id>/events/<principal>``):
+parsing and authorisation (pure).
 
-The broker's ACL authenticates who may publish on a street's command topics;
-sensord authorises the ``by`` staff member against the registry and the order:
+The last topic segment is the sender's broker username (``staff.<id>`` or ``app.<org>``),
+and the generated ACL lets each principal write only its own segment
+(``sensord broker config``): it is the authenticated actor. ``by`` must be that member of
+staff (a staff principal), or a member of the app's own organisation (an app principal);
+anything else is refused and counted. Then sensord authorises ``by`` against the order:
 the owner's staff work the order (ack, arrive, resolve); cancelling needs the
 owner or a supervisor (the city-operations centre, the district office);
 verifying and reopening is open to every party of the order and the
 supervisors (the machine then refuses a verifier in the
-resolver's own role).
+resolver's own role). Cancelling a safety-category order (a fire, an entrapment, an
+e-bike charging indoors) needs the city-operations centre.
 """
 
 from __future__ import annotations
@@ -27,15 +31,25 @@ COMMAND_EVENTS = ("ack", "arrive", "resolve", "verify", "cancel", "reopen")
 SUPERVISORS = frozenset({"ops_centre", "district_office"})
 _OWNER_ONLY = frozenset({Event.ACK, Event.ARRIVE, Event.RESOLVE})
 _PRINTABLE = r"^[^\x00-\x08\x0b\x0c\x0e-\x1f\x7f]*$"  # no NUL or control characters
-_TOPIC = re.compile(r"(?P<street>[A-Za-z0-9_-]{1,64})/orders/(?P<order>[0-9]{1,18})/events")
+_TOPIC = re.compile(
+    r"(?P<street>[A-Za-z0-9_-]{1,64})/orders/(?P<order>[0-9]{1,18})/events"
+    r"/(?P<principal>(?:staff|app)\.[A-Za-z0-9_.-]{1,64})"
+)
+# The categories of the shipped safety rules (rules/sensors.toml `safety = true`): their
+# orders are cancelled only by the ops centre (a false alarm is its call, not the owner's).
+SAFETY_CATEGORIES = frozenset({"fire", "elevator_entrapment", "ebike_indoor_charging"})
+CANCEL_SAFETY = frozenset({"ops_centre"})
+# Why an actor was refused: the label values of sensord_order_command_refusals_total.
+REFUSALS = ("by_not_sender", "outside_app_org", "safety_cancel", "unknown_staff")
 
 
 class CommandRejected(SensordError):
     """A command that is malformed or not allowed; the reply carries the message."""
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: str, message: str, refusal: str = "") -> None:
         super().__init__(message)
         self.code = code
+        self.refusal = refusal  # one of REFUSALS when the actor was refused
         self.request_id = ""  # as far as it could be read
 
 
@@ -52,10 +66,11 @@ class Command(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class CommandTopic:
-    """The street and order a command topic names."""
+    """The street and order a command topic names, and who sent it (a broker username)."""
 
     street: str
     order_id: int
+    principal: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +84,8 @@ class Actor:
 
 
 def command_subscription(prefix: str) -> str:
-    """The topic filter of every street's order commands."""
-    return f"{prefix}/+/orders/+/events"
+    """The topic filter of every street's order commands, from every sender."""
+    return f"{prefix}/+/orders/+/events/+"
 
 
 def parse_command_topic(topic: str, prefix: str) -> CommandTopic | None:
@@ -80,7 +95,7 @@ def parse_command_topic(topic: str, prefix: str) -> CommandTopic | None:
     found = _TOPIC.fullmatch(topic[len(prefix) + 1 :])
     if found is None:
         return None
-    return CommandTopic(found["street"], int(found["order"]))
+    return CommandTopic(found["street"], int(found["order"]), found["principal"])
 
 
 def parse_command(payload: bytes) -> Command:
@@ -112,12 +127,51 @@ def _request_id(document: object) -> str:
     return value if valid and isinstance(value, str) else ""
 
 
+def check_sender(principal: str, by: str, actor: Actor | None) -> None:
+    """Refuse a ``by`` the authenticated ``principal`` may not speak for.
+
+    A member of staff speaks only for themselves; an organisation's app only for that
+    organisation's staff. CommandRejected('unauthorised', …, refusal) otherwise.
+    """
+    kind, _, principal_id = principal.partition(".")
+    if kind == "staff" and by != principal_id:
+        raise CommandRejected(
+            "unauthorised", f"sent by {principal}: `by` must be {principal_id}", "by_not_sender"
+        )
+    if actor is None:
+        raise CommandRejected(
+            "unauthorised", "`by` is not a member of staff in the registry", "unknown_staff"
+        )
+    if kind == "app" and actor.org_id != principal_id:
+        raise CommandRejected(
+            "unauthorised",
+            f"sent by {principal}: {actor.staff_id} is not staff of {principal_id}",
+            "outside_app_org",
+        )
+    if kind not in ("staff", "app"):
+        raise CommandRejected("unauthorised", f"{principal} may not send commands", "by_not_sender")
+
+
 def authorise(
-    event: Event, actor: Actor | None, owner_org: str | None, parties: Collection[str]
+    event: Event,
+    actor: Actor | None,
+    owner_org: str | None,
+    parties: Collection[str],
+    category: str = "",
 ) -> None:
     """Raise CommandRejected('unauthorised', …) unless ``actor`` may send ``event``."""
     if actor is None:
         raise CommandRejected("unauthorised", "`by` is not a member of staff in the registry")
+    if (
+        event is Event.CANCEL
+        and category in SAFETY_CATEGORIES
+        and actor.org_type not in CANCEL_SAFETY
+    ):
+        raise CommandRejected(
+            "unauthorised",
+            f"a {category} order is cancelled only by the city-operations centre",
+            "safety_cancel",
+        )
     supervisor = actor.org_type in SUPERVISORS
     if event in _OWNER_ONLY:
         allowed = actor.org_id == owner_org
