@@ -147,8 +147,8 @@ async def claim_verifiable_orders(
 ) -> list[OrderRow]:
     """Resolved orders whose sensor is back to normal: the alert cleared by its rule (not
     by hand) on a stored reading of the alert's own device, received at least
-    ``verify_hold_s`` before ``now`` (server time), not fired since and with no reading
-    meeting the rule's condition since (``recurred_at``)."""
+    ``verify_hold_s`` before ``now`` (server time), not fired since, no newer alert of the
+    same rule and subject, and no reading meeting the rule's condition since (``recurred_at``)."""
     return await fetch_orders(
         cur,
         "state = 'resolved' AND EXISTS (SELECT 1 FROM alerts a WHERE a.id = alert_id"
@@ -156,6 +156,10 @@ async def claim_verifiable_orders(
         " AND a.episode = alert_episode"
         " AND a.cleared_at <= %s - make_interval(secs => verify_hold_s)"
         " AND a.recurred_at IS NULL AND a.clear_device_id = a.device_id"
+        # The problem came back as a new alert of the same pair (a rule with no cooldown
+        # fires afresh): the order is reopened when that alert is dispatched, never verified.
+        " AND NOT EXISTS (SELECT 1 FROM alerts n WHERE n.rule = a.rule"
+        " AND n.subject = a.subject AND n.id > a.id)"
         " AND EXISTS (SELECT 1 FROM readings r WHERE r.device_id = a.clear_device_id"
         " AND r.ts = a.clear_ts AND r.seq = a.clear_seq))"
         " ORDER BY id LIMIT %s FOR UPDATE SKIP LOCKED",
@@ -181,11 +185,21 @@ async def order_counts(
     return by_state, overdue
 
 
-async def request_seen(cur: AsyncCursor[Any], order_id: int, request_id: str) -> bool:
-    """Whether a command with ``request_id`` was already applied to the order."""
+async def alert_is_safety(cur: AsyncCursor[Any], alert_id: int) -> bool:
+    """Whether the alert behind an order was raised by a safety rule."""
+    await cur.execute("SELECT safety FROM alerts WHERE id = %s", (alert_id,))
+    row = await cur.fetchone()
+    return bool(row and row[0])
+
+
+async def request_seen(
+    cur: AsyncCursor[Any], order_id: int, request_id: str, actor: str
+) -> bool:
+    """Whether ``actor``'s command with ``request_id`` was already applied to the order."""
     await cur.execute(
-        "SELECT 1 FROM work_order_events WHERE order_id = %s AND detail->>'request_id' = %s",
-        (order_id, request_id),
+        "SELECT 1 FROM work_order_events WHERE order_id = %s AND detail->>'request_id' = %s"
+        " AND actor = %s",
+        (order_id, request_id, actor),
     )
     return await cur.fetchone() is not None
 

@@ -48,6 +48,9 @@ from sensord.paths import rules_directory
 from sensord.retry import Retry
 
 log = logging.getLogger("sensord.alerts")
+# How long a batch's transaction waits for the previous batch's commit (normally
+# milliseconds) before it rolls back and retries; see AlertWork.apply.
+TURN_WAIT_S = 2.0
 
 
 class AlertWork:
@@ -59,9 +62,21 @@ class AlertWork:
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
     async def apply(self, cur: AsyncCursor[Any]) -> None:
-        """Inside the batch's transaction: wait for the previous batch's turn, then write."""
+        """Inside the batch's transaction: wait for the previous batch's turn, then write.
+
+        The wait is bounded: this transaction may hold a row the previous batch needs (the
+        same reading redelivered into both, after the previous one's transaction failed),
+        and PostgreSQL cannot see a wait in the application, so an unbounded wait here could
+        deadlock. Past the bound this transaction rolls back, freeing its rows, and the
+        writer retries it with backoff (same evaluation) as for a database outage.
+        """
         if self._previous is not None:
-            await asyncio.shield(self._previous)
+            try:
+                await asyncio.wait_for(asyncio.shield(self._previous), TURN_WAIT_S)
+            except TimeoutError:
+                raise StorageUnavailable(
+                    f"the previous batch did not commit within {TURN_WAIT_S:g} s"
+                ) from None
         await apply_evaluation(cur, self.evaluation)
 
     def finish(self) -> None:

@@ -26,7 +26,13 @@ from psycopg import AsyncCursor
 from psycopg_pool import AsyncConnectionPool
 
 from sensord.adapters.metrics import Metrics
-from sensord.adapters.order_queries import OrderRow, find_actor, load_order, request_seen
+from sensord.adapters.order_queries import (
+    OrderRow,
+    alert_is_safety,
+    find_actor,
+    load_order,
+    request_seen,
+)
 from sensord.adapters.order_store import Changes, Outlets, advance
 from sensord.adapters.outbox_store import Queued, enqueue
 from sensord.clock import Clock
@@ -111,14 +117,20 @@ class CommandHandler:
                 order = await load_order(cur, where.order_id, lock=True)
                 if order is None or (order.street_id or "unknown") != where.street:
                     raise CommandRejected("not_found", f"order {where.order_id} does not exist")
-                # Checked under the order's lock: a redelivery racing its first copy on
-                # another instance sees the first one's commit.
-                if request_id and await request_seen(cur, where.order_id, request_id):
-                    return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 actor = await find_actor(cur, command.by)
-                check_sender(where.principal, command.by, actor)
+                check_sender(where.principal, command.by, actor)  # before anything is answered
+                # Checked under the order's lock: a redelivery racing its first copy on
+                # another instance sees the first one's commit. Keyed on the sender too, so
+                # another party's request id can neither be answered nor swallowed.
+                if request_id and await request_seen(
+                    cur, where.order_id, request_id, command.by
+                ):
+                    return {"ok": True, "duplicate": True}  # its reply was queued the first time
                 parties = {p["org_id"] for p in order.notified if p.get("org_id")}
-                authorise(event, actor, order.owner_org, parties, order.category)
+                authorise(
+                    event, actor, order.owner_org, parties, order.category,
+                    safety=await alert_is_safety(cur, order.alert_id),
+                )  # fmt: skip
                 assert actor is not None
                 updated = await advance(
                     cur, order, event, at=now, actor=actor.staff_id, role=actor.role,

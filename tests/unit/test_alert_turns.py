@@ -7,12 +7,15 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
 from prometheus_client import CollectorRegistry
 
 from sensord.adapters.metrics import Metrics
 from sensord.core.messages import Reading
 from sensord.core.rules.engine import Evaluation
-from sensord.services.alerts import AlertPipeline
+from sensord.errors import StorageUnavailable
+from sensord.services import alerts as alerts_module
+from sensord.services.alerts import AlertPipeline, AlertWork
 
 TS = datetime(2026, 11, 26, 6, 0, tzinfo=UTC)
 
@@ -70,3 +73,20 @@ def test_a_batch_given_up_before_evaluating_releases_the_next() -> None:
 
     asyncio.run(scenario())
     assert engine.batches == []
+
+
+def test_a_batch_whose_predecessor_never_commits_gives_up_its_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The wait for the previous commit happens inside the transaction, so it is bounded:
+    past it the write fails as retryable (the transaction rolls back, releasing its rows)."""
+    monkeypatch.setattr(alerts_module, "TURN_WAIT_S", 0.01)
+
+    async def scenario() -> None:
+        previous: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        work = AlertWork(Evaluation(), previous)
+        with pytest.raises(StorageUnavailable, match=r"did not commit within 0\.01 s"):
+            await work.apply(None)  # type: ignore[arg-type]
+        assert not previous.cancelled()  # the predecessor's own commit is not disturbed
+
+    asyncio.run(scenario())

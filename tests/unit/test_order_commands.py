@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 
 from sensord.core.orders.commands import (
     COMMAND_EVENTS,
-    SAFETY_CATEGORIES,
     Actor,
     Command,
     CommandRejected,
@@ -241,15 +240,16 @@ def test_an_unknown_by_is_refused_and_named() -> None:
     assert caught.value.refusal == "unknown_staff"
 
 
-@pytest.mark.parametrize("category", sorted(SAFETY_CATEGORIES))
+@pytest.mark.parametrize("category", ["fire", "elevator_entrapment", "fire_lane_blocked"])
 @pytest.mark.parametrize("who", list(ACTORS))
 def test_only_the_ops_centre_cancels_a_safety_order(category: str, who: str) -> None:
+    """Whatever its category: a site's own safety rule is as safe as a shipped one."""
     actor = ACTORS[who]
     if actor.org_type == "ops_centre":
-        authorise(Event.CANCEL, actor, "PM", {"RC"}, category)
+        authorise(Event.CANCEL, actor, "PM", {"RC"}, category, safety=True)
         return
     with pytest.raises(CommandRejected) as caught:
-        authorise(Event.CANCEL, actor, "PM", {"RC"}, category)
+        authorise(Event.CANCEL, actor, "PM", {"RC"}, category, safety=True)
     assert caught.value.code == "unauthorised"
     if who in ALLOWED[Event.CANCEL]:
         assert caught.value.refusal == "safety_cancel"
@@ -258,11 +258,3 @@ def test_only_the_ops_centre_cancels_a_safety_order(category: str, who: str) -> 
 def test_other_orders_are_cancelled_as_before() -> None:
     authorise(Event.CANCEL, OWNER, "PM", set(), "fire_lane_blocked")
     authorise(Event.ACK, OWNER, "PM", set(), "fire")
-
-
-def test_the_safety_categories_are_the_shipped_safety_rules() -> None:
-    from sensord.adapters.rule_files import load_rules
-    from sensord.paths import shipped
-
-    rules = load_rules(shipped("rules"))
-    assert {r.category for r in rules.rules if r.safety} == SAFETY_CATEGORIES

@@ -35,9 +35,8 @@ _TOPIC = re.compile(
     r"(?P<street>[A-Za-z0-9_-]{1,64})/orders/(?P<order>[0-9]{1,18})/events"
     r"/(?P<principal>(?:staff|app)\.[A-Za-z0-9_.-]{1,64})"
 )
-# The categories of the shipped safety rules (rules/sensors.toml `safety = true`): their
-# orders are cancelled only by the ops centre (a false alarm is its call, not the owner's).
-SAFETY_CATEGORIES = frozenset({"fire", "elevator_entrapment", "ebike_indoor_charging"})
+# Orders raised by a safety rule (`safety = true` in its rule file, stored on the alert) are
+# cancelled only by the ops centre: a false alarm is its call, not the owner's.
 CANCEL_SAFETY = frozenset({"ops_centre"})
 # Why an actor was refused: the label values of sensord_order_command_refusals_total.
 REFUSALS = ("by_not_sender", "outside_app_org", "safety_cancel", "unknown_staff")
@@ -158,13 +157,15 @@ def authorise(
     owner_org: str | None,
     parties: Collection[str],
     category: str = "",
+    safety: bool = False,
 ) -> None:
-    """Raise CommandRejected('unauthorised', …) unless ``actor`` may send ``event``."""
+    """Raise CommandRejected('unauthorised', …) unless ``actor`` may send ``event``;
+    ``safety``: the order's alert was raised by a safety rule."""
     if actor is None:
         raise CommandRejected("unauthorised", "`by` is not a member of staff in the registry")
     if (
         event is Event.CANCEL
-        and category in SAFETY_CATEGORIES
+        and safety
         and actor.org_type not in CANCEL_SAFETY
     ):
         raise CommandRejected(
