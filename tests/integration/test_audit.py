@@ -274,7 +274,7 @@ def test_an_upgraded_database_chains_the_history_it_had(
                 conn.execute(
                     "INSERT INTO alert_events (alert_id, event) VALUES (%s, %s)", (alert[0], event)
                 )
-        assert [m.version for m in migrate(dsn, shipped("migrations"))] == [6]
+        assert [m.version for m in migrate(dsn, shipped("migrations"))][:1] == [7]
         with psycopg.connect(runtime_dsn(dsn), autocommit=True) as conn:
             conn.execute(
                 "INSERT INTO alert_events (alert_id, event) VALUES (%s, 'reopened')", (alert[0],)
