@@ -45,6 +45,19 @@ def test_the_next_message_clears_it() -> None:
     assert offline(engine, back + timedelta(seconds=181)) == [(Outcome.FIRED, "EL-1")]
 
 
+def test_a_redelivered_message_does_not_bring_an_offline_device_back() -> None:
+    """The broker sending an evaluated message again says nothing about the device now."""
+    engine = RuleEngine(RULES, started_at=START)
+    beat = heartbeat("EL-1", START + timedelta(seconds=10))
+    engine.evaluate([beat], no_context)
+    assert offline(engine, START + timedelta(seconds=200)) == [(Outcome.FIRED, "EL-1")]
+    again = beat._replace(received_at=START + timedelta(seconds=210))
+    assert engine.evaluate([again], no_context).effects == []
+    later = heartbeat("EL-1", START + timedelta(seconds=220))
+    effects = engine.evaluate([later], no_context).effects
+    assert [(e.outcome, e.rule.category) for e in effects] == [(Outcome.CLEARED, "device_offline")]
+
+
 def test_a_restart_raises_no_storm_and_forgets_no_device() -> None:
     before = RuleEngine(RULES, started_at=START)
     before.evaluate([heartbeat("FL-1", START), heartbeat("EL-1", START)], no_context)

@@ -153,9 +153,12 @@ class RuleEngine:
         result = Evaluation()
         absence = self._absence_rules()
         for reading in readings:
-            if absence:
+            replayed = self._replayed(reading)
+            # A broker's redelivery of a message already evaluated says nothing about the
+            # device now; any other reading, however old its device time, was just sent.
+            if absence and not self._redelivered(reading):
                 self._back_online(absence, reading, context, result)
-            if self._replayed(reading):
+            if replayed:
                 continue
             rules = self._rules_for(reading.kind)
             if not rules:
@@ -400,6 +403,11 @@ class RuleEngine:
             horizon = newest - DUPLICATE_WINDOW
             recent.difference_update([k for k in recent if k[0] <= horizon])
 
+    def _redelivered(self, reading: Reading) -> bool:
+        """The key of a reading already evaluated (the broker sent it again)."""
+        recent = self._recent.get(reading.device_id)
+        return recent is not None and (reading.ts, reading.seq) in recent
+
     def _replayed(self, reading: Reading) -> bool:
         """A redelivery (the key of a reading already evaluated), or a reading more than
         DUPLICATE_WINDOW behind the device's newest device time (no telling it from one).
@@ -411,8 +419,7 @@ class RuleEngine:
             return False
         if reading.ts <= newest - DUPLICATE_WINDOW:
             return True
-        recent = self._recent.get(reading.device_id)
-        return recent is not None and (reading.ts, reading.seq) in recent
+        return self._redelivered(reading)
 
 
 def _count_subject(rule: Rule, device_id: str, address_id: str | None) -> str | None:
