@@ -86,7 +86,8 @@ def test_a_batch_whose_predecessor_never_commits_gives_up_its_transaction(
         previous: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         work = AlertWork(Evaluation(), previous)
         with pytest.raises(StorageUnavailable, match=r"did not commit within 0\.01 s"):
-            await work.apply(None)  # type: ignore[arg-type]
+            # Bounded here too: without the bound the wait never ends and this times out.
+            await asyncio.wait_for(work.apply(None), 5)  # type: ignore[arg-type]
         assert not previous.cancelled()  # the predecessor's own commit is not disturbed
 
     asyncio.run(scenario())

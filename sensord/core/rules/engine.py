@@ -153,12 +153,12 @@ class RuleEngine:
         result = Evaluation()
         absence = self._absence_rules()
         for reading in readings:
-            replayed = self._replayed(reading)
+            redelivered = self._redelivered(reading)
             # A broker's redelivery of a message already evaluated says nothing about the
             # device now; any other reading, however old its device time, was just sent.
-            if absence and not self._redelivered(reading):
+            if absence and not redelivered:
                 self._back_online(absence, reading, context, result)
-            if replayed:
+            if redelivered or self._too_old(reading):
                 continue
             rules = self._rules_for(reading.kind)
             if not rules:
@@ -408,18 +408,12 @@ class RuleEngine:
         recent = self._recent.get(reading.device_id)
         return recent is not None and (reading.ts, reading.seq) in recent
 
-    def _replayed(self, reading: Reading) -> bool:
-        """A redelivery (the key of a reading already evaluated), or a reading more than
-        DUPLICATE_WINDOW behind the device's newest device time (no telling it from one).
-
-        Decided on what a restart restores exactly, so restarts change nothing.
-        """
+    def _too_old(self, reading: Reading) -> bool:
+        """More than DUPLICATE_WINDOW behind the device's newest device time: treated as a
+        replay (no telling it from one). Decided on what a restart restores exactly, so
+        restarts change nothing."""
         newest = self._newest_ts.get(reading.device_id)
-        if newest is None or reading.ts > newest:
-            return False
-        if reading.ts <= newest - DUPLICATE_WINDOW:
-            return True
-        return self._redelivered(reading)
+        return newest is not None and reading.ts <= newest - DUPLICATE_WINDOW
 
 
 def _count_subject(rule: Rule, device_id: str, address_id: str | None) -> str | None:
